@@ -1,0 +1,1 @@
+"""Subcommands of the `tsunagu` CLI, one module each."""
