@@ -32,11 +32,11 @@ def wait_until(
             last_value = predicate()
             if last_value:
                 return last_value
-        except Exception as error:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as error:
             last_error = error
         if time.monotonic() >= deadline:
             detail = f"; last value: {last_value!r}" if last_error is None else ""
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {message}{detail}") from (
-                last_error
-            )
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f}s waiting for {message}{detail}"
+            ) from (last_error)
         time.sleep(interval)

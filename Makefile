@@ -1,0 +1,68 @@
+# tsunagu — the two commands are `make demo` and `make test`; everything they need is
+# installed on first use (Python venv, Go-built Kubernetes tools cached by version).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST    := hack/pytest.sh
+
+.PHONY: help venv tools cluster-up cluster-down lint unit integration e2e test demo demo-down bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "[tsunagu] creating the Python venv in $(VENV)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## create the Python venv with the project and its dev tools
+
+tools: ## build kube-apiserver, etcd, kwok, helm… from Go modules (cached by version)
+	@hack/tools.sh
+
+cluster-up: venv tools ## start the local kwok cluster with simulated GPU nodes
+	@hack/cluster.sh up
+
+cluster-down: ## stop the local cluster; no process is left
+	@hack/cluster.sh down
+
+lint: venv ## ruff, mypy and the import-linter layer contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: venv ## pure tests, no cluster
+	$(PYTEST) -q tests/unit
+
+integration: cluster-up ## tests against the real API server, scheduler and controller-manager
+	$(PYTEST) -q -m integration tests/integration
+
+e2e: cluster-up ## chart, probes and Prometheus end to end
+	$(PYTEST) -q -m e2e tests/e2e
+
+test: ## lint + unit + integration + e2e (what CI runs)
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory e2e
+	@if [ "$${CI:-}" = "true" ]; then hack/cluster.sh down; fi
+
+demo: cluster-up ## the story: data in Tokyo, jobs placed by measured latency
+	@hack/demo.sh up
+
+demo-down: ## remove the demo and stop the cluster
+	@hack/demo.sh down || true
+	@hack/cluster.sh down
+
+bench: venv ## benchmarks (engine, simulator, latency, operator); figures go to docs/benchmarks.md
+	@hack/bench.sh
+
+clean: ## stop the cluster and remove the venv and local state (the tool cache stays)
+	@hack/cluster.sh down || true
+	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache .hypothesis

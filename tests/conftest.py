@@ -1,0 +1,91 @@
+"""Fixtures shared by all suites.
+
+Integration and e2e tests get a session-wide real cluster (hack/cluster.sh up: kube-apiserver,
+etcd, kube-scheduler, kube-controller-manager and kwok GPU nodes), reused when it is already up,
+with the CRDs of crds/ applied. TSUNAGU_KUBECONFIG points the tests at another cluster instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.cluster import (
+    HACK,
+    REPO_ROOT,
+    Cluster,
+    OperatorProcess,
+    wait_for_namespace_gone,
+)
+
+CRD_NAMES = ("regions.tsunagu.io", "datasets.tsunagu.io", "trainingjobs.tsunagu.io")
+
+
+def _bring_up_cluster() -> str:
+    override = os.environ.get("TSUNAGU_KUBECONFIG")
+    if override:
+        return override
+    result = subprocess.run(
+        [str(HACK / "cluster.sh"), "up"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"hack/cluster.sh up failed:\n{result.stderr[-3000:]}", pytrace=False)
+    return subprocess.run(
+        [str(HACK / "cluster.sh"), "kubeconfig"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The real test cluster, with tsunagu's CRDs applied and Established."""
+    kube = Cluster(_bring_up_cluster())
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    kube.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        *(f"crd/{name}" for name in CRD_NAMES),
+    )  # fmt: skip
+    return kube
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace, deleted (and waited for, so its GPUs are free again) afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    wait_for_namespace_gone(cluster, name)
+
+
+@pytest.fixture
+def run_operator(
+    cluster: Cluster, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Starts `tsunagu run` against the cluster; every process started is stopped afterwards."""
+    started: list[OperatorProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> OperatorProcess:
+        operator = OperatorProcess(cluster, args, env or {})
+        started.append(operator)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for operator in started:
+            print(
+                f"--- operator log ({' '.join(operator.command)}) ---\n{operator.output()[-8000:]}"
+            )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,124 @@
+"""Access to the local test cluster (hack/cluster.sh) and to operator processes run against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.waiting import wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HACK = REPO_ROOT / "hack"
+
+
+def tool_path(name: str) -> str:
+    """Path of a tool built by hack/tools.sh (kubectl, helm, …)."""
+    result = subprocess.run(
+        [str(HACK / "tools.sh"), "path", name], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+class Cluster:
+    """A running cluster reached through one kubeconfig."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.kubectl_path = tool_path("kubectl")
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        command = [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args]
+        result = subprocess.run(
+            command, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+            )
+        return result
+
+    def apply(self, manifest: str | Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """Server-side applies YAML text, one object or a list of objects."""
+        if isinstance(manifest, str):
+            text = manifest
+        else:
+            objects = [manifest] if isinstance(manifest, Mapping) else list(manifest)
+            text = yaml.safe_dump_all(objects)
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def api_client(self) -> Any:
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
+        return client.ApiClient(configuration)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": self.kubeconfig}
+
+
+class OperatorProcess:
+    """`tsunagu run` as a child process; its output goes to a log file shown when a test fails."""
+
+    def __init__(
+        self, cluster: Cluster, args: Iterable[str] = (), env: Mapping[str, str] = ()
+    ) -> None:
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
+            prefix="tsunagu-operator-", suffix=".log", delete=False
+        )
+        self.command = [sys.executable, "-m", "tsunagu.cli", "run", *args]
+        self.process = subprocess.Popen(
+            self.command,
+            env={**cluster.env(), "PYTHONUNBUFFERED": "1", **dict(env)},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a node failure or OOM would cause."""
+        if self.running:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def wait_for_namespace_gone(cluster: Cluster, name: str, timeout: float = 120) -> None:
+    def gone() -> bool:
+        result = cluster.kubectl("get", "namespace", name, "--ignore-not-found", "-o", "name")
+        return result.stdout.strip() == ""
+
+    wait_until(gone, timeout=timeout, interval=0.5, message=f"namespace {name} to be deleted")
