@@ -1,0 +1,82 @@
+"""Condition types and the CamelCase reasons tsunagu writes to status, Events and metrics."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+SCHEDULED: Final = "Scheduled"
+RUNNING: Final = "Running"
+FINISHED: Final = "Finished"
+LATENCY_BUDGET_MET: Final = "LatencyBudgetMet"
+
+CONDITION_TYPES: Final = (SCHEDULED, RUNNING, FINISHED, LATENCY_BUDGET_MET)
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons; the value is what goes on the wire."""
+
+    # Scheduled=True, and the verdict of the chosen region.
+    Placed = "Placed"
+    # Verdict of a region that passed every filter but was not chosen.
+    Feasible = "Feasible"
+    # Region filters, in the order the engine applies them (see FILTER_ORDER).
+    RegionUnavailable = "RegionUnavailable"
+    RegionExcluded = "RegionExcluded"
+    DataResidency = "DataResidency"
+    LatencyUnknown = "LatencyUnknown"
+    LatencyBudget = "LatencyBudget"
+    ThroughputLossBudget = "ThroughputLossBudget"
+    InsufficientCapacity = "InsufficientCapacity"
+    # Job-level reasons for Scheduled=False.
+    NoRegions = "NoRegions"
+    DatasetNotFound = "DatasetNotFound"
+    InvalidSpec = "InvalidSpec"
+    Pending = "Pending"
+    # Running.
+    PodsRunning = "PodsRunning"
+    PodsStarting = "PodsStarting"
+    # Finished.
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+    Restarting = "Restarting"
+    # LatencyBudgetMet.
+    WithinBudget = "WithinBudget"
+    OverBudget = "OverBudget"
+    Requeued = "Requeued"
+
+    # Upper-case aliases of the same members, for callers who prefer constant style.
+    PLACED = Placed
+    FEASIBLE = Feasible
+    REGION_UNAVAILABLE = RegionUnavailable
+    REGION_EXCLUDED = RegionExcluded
+    DATA_RESIDENCY = DataResidency
+    LATENCY_UNKNOWN = LatencyUnknown
+    LATENCY_BUDGET = LatencyBudget
+    THROUGHPUT_LOSS_BUDGET = ThroughputLossBudget
+    INSUFFICIENT_CAPACITY = InsufficientCapacity
+    NO_REGIONS = NoRegions
+    DATASET_NOT_FOUND = DatasetNotFound
+    INVALID_SPEC = InvalidSpec
+    PENDING = Pending
+    PODS_RUNNING = PodsRunning
+    PODS_STARTING = PodsStarting
+    SUCCEEDED = Succeeded
+    FAILED = Failed
+    RESTARTING = Restarting
+    WITHIN_BUDGET = WithinBudget
+    OVER_BUDGET = OverBudget
+    REQUEUED = Requeued
+
+
+# A region that fails an earlier filter is never tested against a later one, so the position of
+# its reason here says how far it got.
+FILTER_ORDER: Final[tuple[Reason, ...]] = (
+    Reason.RegionUnavailable,
+    Reason.RegionExcluded,
+    Reason.DataResidency,
+    Reason.LatencyUnknown,
+    Reason.LatencyBudget,
+    Reason.ThroughputLossBudget,
+    Reason.InsufficientCapacity,
+)

@@ -1,0 +1,184 @@
+"""Typed, immutable views of the objects tsunagu reads.
+
+Enum members are spelled like their CamelCase wire values (`ResidencyMode.RemoteAccess`), with
+upper-case aliases of the same members for callers who prefer constant style.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ResidencyMode(StrEnum):
+    Pinned = "Pinned"
+    RemoteAccess = "RemoteAccess"
+    Replicated = "Replicated"
+
+    PINNED = Pinned
+    REMOTE_ACCESS = RemoteAccess
+    REPLICATED = Replicated
+
+
+class PlacementMode(StrEnum):
+    Bind = "Bind"
+    Delegate = "Delegate"
+
+    BIND = Bind
+    DELEGATE = Delegate
+
+
+class Objective(StrEnum):
+    Fastest = "Fastest"
+    Cheapest = "Cheapest"
+    Greenest = "Greenest"
+    Balanced = "Balanced"
+
+    FASTEST = Fastest
+    CHEAPEST = Cheapest
+    GREENEST = Greenest
+    BALANCED = Balanced
+
+
+class BreachAction(StrEnum):
+    Keep = "Keep"
+    Requeue = "Requeue"
+
+    KEEP = Keep
+    REQUEUE = Requeue
+
+
+class LinkKind(StrEnum):
+    APN = "APN"
+    DedicatedFiber = "DedicatedFiber"
+    Internet = "Internet"
+
+    DEDICATED_FIBER = DedicatedFiber
+    INTERNET = Internet
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredLink:
+    """A link a Region declares to another region, used when nothing fresher is measured."""
+
+    to: str
+    rtt_ms: float
+    bandwidth_gbps: float | None
+    kind: LinkKind
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPoint:
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSpec:
+    name: str
+    prefecture: str
+    display_name: str
+    gpu_hour_price: float
+    carbon_intensity: float
+    cordoned: bool
+    links: tuple[DeclaredLink, ...] = ()
+    location: GeoPoint | None = None
+    # When set, nodes belong to the region by these labels instead of REGION_LABEL=name.
+    node_selector: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Residency:
+    mode: ResidencyMode
+    allowed_regions: frozenset[str] = frozenset()
+    denied_regions: frozenset[str] = frozenset()
+    replica_regions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetAccess:
+    pvc_name: str | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpec:
+    namespace: str
+    name: str
+    home_region: str
+    residency: Residency
+    access: DatasetAccess = DatasetAccess()
+    size_gib: float | None = None
+    classification: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class DataProfile:
+    """How a job reads its data, for the data-stall throughput model."""
+
+    bytes_per_step: float
+    requests_per_step: int
+    request_concurrency: int
+    step_compute_seconds: float
+    prefetch_depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementPolicy:
+    mode: PlacementMode = PlacementMode.Bind
+    max_rtt_ms: float | None = None
+    max_throughput_loss: float | None = None
+    preferred_regions: tuple[str, ...] = ()
+    excluded_regions: tuple[str, ...] = ()
+    objective: Objective = Objective.Balanced
+    on_latency_breach: BreachAction = BreachAction.Keep
+    breach_tolerance_seconds: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJobSpec:
+    namespace: str
+    name: str
+    dataset_ref: str | None
+    replicas: int
+    gpus_per_replica: int
+    gpu_product: str | None = None
+    placement: PlacementPolicy = PlacementPolicy()
+    data_profile: DataProfile | None = None
+    priority: int = 0
+    backoff_limit: int = 3
+    # Unix seconds from metadata.creationTimestamp; 0 when unknown.
+    created_at: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def total_gpus(self) -> int:
+        return self.replicas * self.gpus_per_replica
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    region: str | None
+    allocatable_gpus: int
+    gpu_product: str | None
+    # False when cordoned (spec.unschedulable) or its Ready condition is present and not True.
+    schedulable: bool
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodUsage:
+    namespace: str
+    name: str
+    node_name: str | None
+    gpus: int
+    # Succeeded or Failed: its GPUs are free again.
+    terminal: bool
