@@ -1,0 +1,450 @@
+"""Inter-region latency from Prometheus: a PromQL query in, `Measurement`s out.
+
+The RTT query returns one series per ordered region pair, labelled with the source and the target
+region; its value is the RTT to plan with (default: the p95 of the probe's histogram over a short
+window, in seconds). The optional jitter query returns the spread for the same pairs (default:
+p95 − p50 over the same window). Staleness is not judged here: each measurement carries the
+sample's timestamp and `LatencyMatrix.build(..., staleness_seconds=...)` drops old ones.
+
+Bad samples never stop a refresh: NaN (a pair with no round trips in the window), ±Inf, negative
+or absurd (> 10 s) values, missing labels, self-pairs and unknown regions are skipped and counted
+by reason. A failed query fails the whole refresh (the previous matrix stays until it goes stale)
+and is counted too; the poller never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, NoReturn, Self
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from urllib3 import exceptions as urllib3_exceptions
+from urllib3.util.retry import Retry
+
+from tsunagu.placement.latency import Measurement
+
+log = logging.getLogger(__name__)
+
+# 4 × a 5 s scrape interval: rate() needs ≥ 2 samples in the window, and a short window lets the
+# p95 fall back within ~window after an RTT drop (a rise shows within one scrape). With a scrape
+# interval above 5 s use a window of at least 4 × that interval (see docs/latency.md).
+DEFAULT_WINDOW = "20s"
+_PAIR = "source_region, target_region"
+_BUCKETS = "tsunagu_probe_rtt_seconds_bucket"
+
+
+def probe_quantile_query(quantile: float, window: str = DEFAULT_WINDOW) -> str:
+    """The q-quantile of the probe's RTT histogram per ordered pair, in seconds."""
+    return f"histogram_quantile({quantile}, sum by ({_PAIR}, le) (rate({_BUCKETS}[{window}])))"
+
+
+def probe_jitter_query(window: str = DEFAULT_WINDOW) -> str:
+    """p95 − p50 of the probe's RTT per ordered pair, in seconds (both sides share the labels)."""
+    return f"{probe_quantile_query(0.95, window)} - {probe_quantile_query(0.5, window)}"
+
+
+DEFAULT_RTT_QUERY = probe_quantile_query(0.95)
+DEFAULT_JITTER_QUERY = probe_jitter_query()
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class ValueUnit(StrEnum):
+    SECONDS = "Seconds"
+    MILLISECONDS = "Milliseconds"
+
+    @property
+    def to_ms(self) -> float:
+        return 1000.0 if self is ValueUnit.SECONDS else 1.0
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the field."""
+
+
+@dataclass(frozen=True)
+class PrometheusLatencySettings:
+    url: str = "http://127.0.0.1:9090"
+    rtt_query: str = DEFAULT_RTT_QUERY
+    jitter_query: str | None = DEFAULT_JITTER_QUERY  # None: every pair gets 0 ms jitter
+    source_label: str = "source_region"
+    target_label: str = "target_region"
+    unit: ValueUnit = ValueUnit.SECONDS
+    interval_seconds: float = 10.0
+    timeout_seconds: float = 5.0
+    staleness_seconds: float = 120.0  # for LatencyMatrix.build; not applied by this module
+    max_rtt_ms: float = 10_000.0  # anything above is a broken exporter, not a network
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "prometheus") -> Self:
+        """Reads the camelCase configuration block (Helm values / operator config)."""
+        known = sorted(_camel_case(item.name) for item in fields(cls))
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SettingsError(f"{where}.{unknown[0]}: unknown field (known: {known})")
+        defaults = cls()
+
+        def text(key: str, default: str) -> str:
+            value = data.get(key, default)
+            if not isinstance(value, str) or not value.strip():
+                raise SettingsError(f"{where}.{key}: must be a non-empty string")
+            return value
+
+        def seconds(key: str, default: float) -> float:
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise SettingsError(f"{where}.{key}: must be a number > 0, got {value!r}")
+            return float(value)
+
+        jitter = data.get("jitterQuery", defaults.jitter_query)
+        if jitter is not None and (not isinstance(jitter, str) or not jitter.strip()):
+            raise SettingsError(f"{where}.jitterQuery: must be a query string or null")
+        labels = {
+            "sourceLabel": text("sourceLabel", defaults.source_label),
+            "targetLabel": text("targetLabel", defaults.target_label),
+        }
+        for key, label in labels.items():
+            if not _LABEL_NAME.match(label):
+                raise SettingsError(f"{where}.{key}: {label!r} is not a Prometheus label name")
+        if labels["sourceLabel"] == labels["targetLabel"]:
+            raise SettingsError(f"{where}.targetLabel: must differ from sourceLabel")
+        unit = data.get("unit", defaults.unit.value)
+        if unit not in tuple(ValueUnit):
+            raise SettingsError(f"{where}.unit: must be one of {[u.value for u in ValueUnit]}")
+        return cls(
+            url=text("url", defaults.url),
+            rtt_query=text("rttQuery", defaults.rtt_query),
+            jitter_query=jitter,
+            source_label=labels["sourceLabel"],
+            target_label=labels["targetLabel"],
+            unit=ValueUnit(unit),
+            interval_seconds=seconds("intervalSeconds", defaults.interval_seconds),
+            timeout_seconds=seconds("timeoutSeconds", defaults.timeout_seconds),
+            staleness_seconds=seconds("stalenessSeconds", defaults.staleness_seconds),
+            max_rtt_ms=seconds("maxRttMs", defaults.max_rtt_ms),
+        )
+
+
+class RejectReason(StrEnum):
+    """Why a sample was skipped (the `reason` label of the rejection counter)."""
+
+    MALFORMED = "malformed"  # not a {metric, value: [ts, "v"]} instant sample
+    MISSING_LABEL = "missing_label"
+    NOT_A_NUMBER = "not_a_number"
+    INFINITE = "infinite"
+    NEGATIVE = "negative"
+    ABSURD = "absurd"
+    SELF_PAIR = "self_pair"
+    UNKNOWN_REGION = "unknown_region"
+    DUPLICATE_PAIR = "duplicate_pair"  # the query did not aggregate to one series per pair
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: RejectReason
+    query: str  # "rtt" or "jitter"
+    detail: str
+
+
+@dataclass(frozen=True)
+class Conversion:
+    measurements: tuple[Measurement, ...]
+    rejected: tuple[Rejected, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class _Sample:
+    source: str
+    target: str
+    value_ms: float
+    timestamp: float
+
+
+def _check_sample(
+    raw: object,
+    settings: PrometheusLatencySettings,
+    known_regions: Collection[str] | None,
+) -> _Sample | RejectReason:
+    if not isinstance(raw, Mapping):
+        return RejectReason.MALFORMED
+    labels, value = raw.get("metric"), raw.get("value")
+    if not isinstance(labels, Mapping) or not isinstance(value, list | tuple) or len(value) != 2:
+        return RejectReason.MALFORMED
+    try:
+        timestamp, number = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        return RejectReason.MALFORMED
+    if not math.isfinite(timestamp):
+        return RejectReason.MALFORMED
+    source, target = labels.get(settings.source_label), labels.get(settings.target_label)
+    if not isinstance(source, str) or not isinstance(target, str) or not source or not target:
+        return RejectReason.MISSING_LABEL
+    if math.isnan(number):
+        return RejectReason.NOT_A_NUMBER
+    if math.isinf(number):
+        return RejectReason.INFINITE
+    if number < 0:
+        return RejectReason.NEGATIVE
+    value_ms = number * settings.unit.to_ms
+    if value_ms > settings.max_rtt_ms:
+        return RejectReason.ABSURD
+    if source == target:
+        return RejectReason.SELF_PAIR
+    if known_regions is not None and (source not in known_regions or target not in known_regions):
+        return RejectReason.UNKNOWN_REGION
+    return _Sample(source, target, value_ms, timestamp)
+
+
+def _pairs(
+    result: object,
+    query: str,
+    settings: PrometheusLatencySettings,
+    known_regions: Collection[str] | None,
+    rejected: list[Rejected],
+) -> dict[tuple[str, str], _Sample]:
+    if not isinstance(result, list):
+        rejected.append(Rejected(RejectReason.MALFORMED, query, f"result is {type(result)}"))
+        return {}
+    pairs: dict[tuple[str, str], _Sample] = {}
+    for raw in result:
+        checked = _check_sample(raw, settings, known_regions)
+        if isinstance(checked, RejectReason):
+            rejected.append(Rejected(checked, query, repr(raw)[:200]))
+            continue
+        key = (checked.source, checked.target)
+        earlier = pairs.get(key)
+        if earlier is not None:
+            # Two series for one pair: keep the worse value, as the engine should be pessimistic.
+            rejected.append(Rejected(RejectReason.DUPLICATE_PAIR, query, f"{key[0]}->{key[1]}"))
+            if earlier.value_ms >= checked.value_ms:
+                continue
+        pairs[key] = checked
+    return pairs
+
+
+def convert_query_results(
+    rtt_result: object,
+    jitter_result: object | None,
+    settings: PrometheusLatencySettings,
+    known_regions: Collection[str] | None = None,
+) -> Conversion:
+    """Turns raw instant-query results (lists of {metric, value}) into measurements + rejects.
+
+    Pure. A pair without a usable jitter sample gets 0 ms jitter; the pair still counts.
+    """
+    rejected: list[Rejected] = []
+    rtts = _pairs(rtt_result, "rtt", settings, known_regions, rejected)
+    jitters = {}
+    if jitter_result is not None:
+        jitters = _pairs(jitter_result, "jitter", settings, known_regions, rejected)
+    measurements = tuple(
+        Measurement(
+            source_region=source,
+            target_region=target,
+            rtt_ms=sample.value_ms,
+            jitter_ms=jitters[(source, target)].value_ms if (source, target) in jitters else 0.0,
+            observed_at=sample.timestamp,
+        )
+        for (source, target), sample in sorted(rtts.items())
+    )
+    return Conversion(measurements=measurements, rejected=tuple(rejected))
+
+
+class LatencySourceMetrics:
+    """The source's own metrics; tests pass a private registry, the operator the default one."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rejected = Counter(
+            "tsunagu_latency_samples_rejected_total",
+            "Latency samples from Prometheus skipped as unusable, by reason.",
+            ("reason",),
+            registry=registry,
+        )
+        self.query_failures = Counter(
+            "tsunagu_latency_query_failures_total",
+            "Latency queries to Prometheus that failed (connection, HTTP status, bad response).",
+            ("query",),
+            registry=registry,
+        )
+        self.last_refresh = Gauge(
+            "tsunagu_latency_last_refresh_timestamp_seconds",
+            "Unix time of the last successful latency refresh from Prometheus.",
+            registry=registry,
+        )
+        self.measured_pairs = Gauge(
+            "tsunagu_latency_measured_pairs",
+            "Ordered region pairs with a usable measurement in the last successful refresh.",
+            registry=registry,
+        )
+        # Series exist from the start, so rate() and alerts see a 0 rather than nothing.
+        for reason in RejectReason:
+            self.rejected.labels(reason.value)
+        for query in ("rtt", "jitter"):
+            self.query_failures.labels(query)
+
+
+_default_metrics: LatencySourceMetrics | None = None
+
+
+def default_metrics() -> LatencySourceMetrics:
+    """The metrics on the process-wide registry, created once (names must be unique there)."""
+    global _default_metrics
+    if _default_metrics is None:
+        _default_metrics = LatencySourceMetrics(REGISTRY)
+    return _default_metrics
+
+
+class LatencySourceError(Exception):
+    """A refresh failed; the message names the query and the cause."""
+
+
+UpdateCallback = Callable[[tuple[Measurement, ...]], Awaitable[None] | None]
+
+
+class PrometheusLatencySource:
+    def __init__(
+        self,
+        settings: PrometheusLatencySettings,
+        *,
+        metrics: LatencySourceMetrics | None = None,
+        client: PrometheusConnect | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else default_metrics()
+        # No client-side retries: the poller comes back on its own interval, and retries with
+        # back-off would stretch one refresh well past its timeout.
+        self._client = client or PrometheusConnect(
+            url=settings.url,
+            retry=Retry(total=0, raise_on_status=False),
+            timeout=settings.timeout_seconds,
+        )
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+
+    def fetch(
+        self, now: float, known_regions: Collection[str] | None = None
+    ) -> tuple[Measurement, ...]:
+        """Queries Prometheus at time `now` (blocking); raises LatencySourceError when it fails.
+
+        `known_regions`, when given, drops pairs naming any other region.
+        """
+        rtt = self._query("rtt", self.settings.rtt_query, now)
+        jitter = None
+        if self.settings.jitter_query is not None:
+            jitter = self._query("jitter", self.settings.jitter_query, now)
+        conversion = convert_query_results(rtt, jitter, self.settings, known_regions)
+        for rejected in conversion.rejected:
+            self.metrics.rejected.labels(rejected.reason.value).inc()
+            log.debug(
+                "%s sample rejected (%s): %s", rejected.query, rejected.reason, rejected.detail
+            )
+        self.metrics.last_refresh.set(time.time())
+        self.metrics.measured_pairs.set(len(conversion.measurements))
+        self.last_success, self.last_error = now, None
+        return conversion.measurements
+
+    def _query(self, name: str, query: str, now: float) -> object:
+        try:
+            return self._client.custom_query(query, params={"time": f"{now:.3f}"})
+        except (
+            requests.RequestException,
+            PrometheusApiClientException,
+            ValueError,
+            KeyError,
+            TypeError,
+        ) as error:
+            self.metrics.query_failures.labels(name).inc()
+            message = f"{name} query to {self.settings.url} failed: {self._explain(error)}"
+            self.last_error = message
+            raise LatencySourceError(message) from error
+
+    def _explain(self, error: Exception) -> str:
+        """A one-line cause; the client's own messages bury it in URL-encoded query text."""
+        # Without retries urllib3 still wraps the cause, and requests reports a read timeout as
+        # a connection error; the cause is the wrapped reason. (NewConnectionError subclasses
+        # urllib3's TimeoutError for history's sake, so it is tested first.)
+        reason = getattr(error.args[0], "reason", None) if error.args else None
+        if isinstance(reason, urllib3_exceptions.NewConnectionError):
+            return "cannot connect"
+        if isinstance(error, requests.Timeout) or isinstance(
+            reason, urllib3_exceptions.TimeoutError
+        ):
+            return f"no answer within {self.settings.timeout_seconds}s"
+        if isinstance(error, requests.JSONDecodeError):
+            return "the response is not JSON"
+        if isinstance(error, requests.ConnectionError):
+            return "cannot connect"
+        if isinstance(error, requests.RequestException):
+            return type(error).__name__
+        if isinstance(error, PrometheusApiClientException):
+            status = re.search(r"HTTP Status Code (\d+)", str(error))
+            return f"HTTP status {status.group(1)}" if status else _short(error)
+        if isinstance(error, ValueError):
+            return "the response is not JSON"
+        return "the response has no data.result"
+
+    async def poll(
+        self,
+        on_update: UpdateCallback,
+        *,
+        known_regions: Callable[[], Collection[str] | None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> NoReturn:
+        """Refreshes every `interval_seconds` until cancelled; calls `on_update` after a success.
+
+        Never raises (except CancelledError): failures of the query or the callback are counted
+        and logged, and polling goes on.
+        """
+        loop = asyncio.get_running_loop()
+        failing = False
+        while True:
+            started = loop.time()
+            try:
+                measurements = await asyncio.to_thread(self.fetch, clock(), known_regions())
+            except LatencySourceError as error:
+                # Log the change to failing once, not every interval of an outage.
+                (log.debug if failing else log.warning)("%s", error)
+                failing = True
+            except Exception:
+                self.metrics.query_failures.labels("rtt").inc()
+                log.exception("latency refresh from %s failed unexpectedly", self.settings.url)
+                failing = True
+            else:
+                if failing:
+                    log.info("latency refresh from %s works again", self.settings.url)
+                failing = False
+                await self._deliver(on_update, measurements)
+            await asyncio.sleep(max(0.0, started + self.settings.interval_seconds - loop.time()))
+
+    @staticmethod
+    async def _deliver(on_update: UpdateCallback, measurements: tuple[Measurement, ...]) -> None:
+        try:
+            result = on_update(measurements)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("latency update callback failed; polling continues")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _camel_case(snake: str) -> str:
+    first, *rest = snake.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
