@@ -356,7 +356,7 @@ INVALID_OBJECTS = [
         "Region",
         {"metadata.name": "fukuoka.dc"},
         "metadata.name",
-        "DNS-1123 label",
+        "should match",
         id="region-name-not-a-dns-label",
     ),
     # Dataset
@@ -591,7 +591,7 @@ INVALID_OBJECTS = [
         "TrainingJob",
         {"metadata.name": "a" * 53},
         "metadata.name",
-        "DNS-1035 label of at most 52",
+        "Too long",
         id="job-name-too-long-for-its-pods",
     ),
     case(
