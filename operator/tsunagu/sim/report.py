@@ -1,0 +1,49 @@
+"""The comparison table and the JSON document `tsunagu simulate` prints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tsunagu.sim.metrics import PolicySummary
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    cell: Callable[[PolicySummary], str]
+
+
+_COLUMNS = (
+    _Column("policy", lambda s: s.policy),
+    _Column("mean JCT h", lambda s: f"{s.mean_jct_seconds / 3600:.2f}"),
+    _Column("p95 JCT h", lambda s: f"{s.p95_jct_seconds / 3600:.2f}"),
+    _Column("mean queue h", lambda s: f"{s.mean_queue_seconds / 3600:.2f}"),
+    _Column("slowdown", lambda s: f"{s.mean_predicted_slowdown:.3f}"),
+    _Column("GPU util", lambda s: f"{s.gpu_utilization:.1%}"),
+    _Column("residency viol.", lambda s: str(s.residency_violations)),
+    _Column("cost", lambda s: f"{s.cost:,.0f}"),
+    _Column("CO2 kg", lambda s: f"{s.co2_kg:,.0f}"),
+)
+
+
+def table(summaries: Sequence[PolicySummary], notes: Sequence[str] = ()) -> str:
+    rows = [[column.header for column in _COLUMNS]]
+    rows += [[column.cell(summary) for column in _COLUMNS] for summary in summaries]
+    widths = [max(len(row[index]) for row in rows) for index in range(len(_COLUMNS))]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join([*lines, *notes])
+
+
+def document(summaries: Sequence[PolicySummary], context: Mapping[str, object]) -> str:
+    """`{"policies": {name: {...}}, ...context}` as indented JSON."""
+    body: dict[str, object] = {"policies": {s.policy: s.as_json() for s in summaries}}
+    body.update(context)
+    return json.dumps(body, indent=2, ensure_ascii=False)
