@@ -1,0 +1,193 @@
+"""Pure builders of the Kubernetes objects a TrainingJob owns: its pods and its headless Service.
+
+They take plain dicts and typed specs and return plain dicts, so they are tested without a cluster.
+Names are deterministic (`<job>-<rank>`, Service `<job>`): creating an object that exists already
+answers 409, which means "already done".
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from tsunagu.api.names import (
+    API_VERSION,
+    GPU_RESOURCE,
+    JOB_LABEL,
+    RANK_LABEL,
+    REGION_LABEL,
+    REGION_POD_LABEL,
+    SCHEDULER_NAME,
+    TRAINING_JOB_KIND,
+)
+from tsunagu.api.types import DatasetSpec, PlacementMode, TrainingJobSpec
+
+MASTER_PORT = 29500
+DATASET_VOLUME = "tsunagu-dataset"
+DATASET_MOUNT_PATH = "/data"
+
+
+def pod_name(job_name: str, rank: int) -> str:
+    return f"{job_name}-{rank}"
+
+
+def service_name(job_name: str) -> str:
+    return job_name
+
+
+def owner_reference(job_body: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = job_body["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": TRAINING_JOB_KIND,
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def job_labels(job: TrainingJobSpec) -> dict[str, str]:
+    return {JOB_LABEL: job.name}
+
+
+def build_service(job: TrainingJobSpec, job_body: Mapping[str, Any]) -> dict[str, Any]:
+    """Headless Service that gives rank 0 a stable DNS name for MASTER_ADDR."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(job.name),
+            "namespace": job.namespace,
+            "labels": job_labels(job),
+            "ownerReferences": [owner_reference(job_body)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": job_labels(job),
+            # Ranks must find each other before they report ready.
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+        },
+    }
+
+
+def dataset_environment(dataset: DatasetSpec | None, region: str) -> list[dict[str, str]]:
+    if dataset is None:
+        return []
+    values = {
+        "TSUNAGU_DATASET_NAME": dataset.name,
+        "TSUNAGU_DATASET_HOME_REGION": dataset.home_region,
+        "TSUNAGU_DATASET_RESIDENCY": str(dataset.residency.mode),
+        "TSUNAGU_DATASET_LOCAL": "true" if _data_is_local(dataset, region) else "false",
+    }
+    if dataset.access.endpoint:
+        values["TSUNAGU_DATASET_ENDPOINT"] = dataset.access.endpoint
+    if dataset.access.pvc_name and _data_is_local(dataset, region):
+        values["TSUNAGU_DATASET_PATH"] = DATASET_MOUNT_PATH
+    return [{"name": key, "value": value} for key, value in values.items()]
+
+
+def _data_is_local(dataset: DatasetSpec, region: str) -> bool:
+    return region == dataset.home_region or region in dataset.residency.replica_regions
+
+
+def build_pod(
+    job: TrainingJobSpec,
+    job_body: Mapping[str, Any],
+    rank: int,
+    region: str,
+    dataset: DatasetSpec | None,
+) -> dict[str, Any]:
+    """Pod of one rank, wired for torch.distributed (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT).
+
+    In Bind mode tsunagu is the pod's scheduler and binds it itself; in Delegate mode a required
+    node affinity keeps the default scheduler inside the chosen region.
+    """
+    template = copy.deepcopy(dict(job_body.get("spec", {}).get("template") or {}))
+    template_metadata = template.get("metadata") or {}
+    spec: dict[str, Any] = template.get("spec") or {}
+    labels = {
+        **(template_metadata.get("labels") or {}),
+        JOB_LABEL: job.name,
+        RANK_LABEL: str(rank),
+        REGION_POD_LABEL: region,
+    }
+    name = pod_name(job.name, rank)
+    master = f"{pod_name(job.name, 0)}.{service_name(job.name)}.{job.namespace}.svc"
+    environment = [
+        {"name": "WORLD_SIZE", "value": str(job.replicas)},
+        {"name": "RANK", "value": str(rank)},
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "TSUNAGU_REGION", "value": region},
+        *dataset_environment(dataset, region),
+    ]
+    containers = spec.get("containers") or [{"name": "trainer", "image": "busybox"}]
+    for index, container in enumerate(containers):
+        owned = {item["name"] for item in environment}
+        container["env"] = [
+            *environment,
+            *(item for item in container.get("env") or [] if item.get("name") not in owned),
+        ]
+        if index == 0 and job.gpus_per_replica > 0:
+            resources = container.setdefault("resources", {})
+            for section in ("requests", "limits"):
+                resources.setdefault(section, {})[GPU_RESOURCE] = str(job.gpus_per_replica)
+    spec["containers"] = containers
+    spec.setdefault("restartPolicy", "Never")
+    spec["hostname"] = name
+    spec["subdomain"] = service_name(job.name)
+    _wire_dataset_volume(spec, dataset, region)
+    if job.placement.mode is PlacementMode.Bind:
+        spec["schedulerName"] = SCHEDULER_NAME
+    else:
+        spec["affinity"] = _region_affinity(spec.get("affinity"), region)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": job.namespace,
+            "labels": labels,
+            "annotations": dict(template_metadata.get("annotations") or {}),
+            "ownerReferences": [owner_reference(job_body)],
+        },
+        "spec": spec,
+    }
+
+
+def _wire_dataset_volume(spec: dict[str, Any], dataset: DatasetSpec | None, region: str) -> None:
+    """Mounts the dataset's PVC where the data is local; RemoteAccess reads the endpoint instead."""
+    if dataset is None or not dataset.access.pvc_name or not _data_is_local(dataset, region):
+        return
+    volumes = [v for v in spec.get("volumes") or [] if v.get("name") != DATASET_VOLUME]
+    volumes.append(
+        {
+            "name": DATASET_VOLUME,
+            "persistentVolumeClaim": {"claimName": dataset.access.pvc_name, "readOnly": True},
+        }
+    )
+    spec["volumes"] = volumes
+    for container in spec["containers"]:
+        mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != DATASET_VOLUME]
+        mounts.append({"name": DATASET_VOLUME, "mountPath": DATASET_MOUNT_PATH, "readOnly": True})
+        container["volumeMounts"] = mounts
+
+
+def _region_affinity(existing: Mapping[str, Any] | None, region: str) -> dict[str, Any]:
+    affinity = copy.deepcopy(dict(existing or {}))
+    term = {"matchExpressions": [{"key": REGION_LABEL, "operator": "In", "values": [region]}]}
+    node_affinity = affinity.setdefault("nodeAffinity", {})
+    required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    terms = required.get("nodeSelectorTerms") or [{}]
+    # Terms are ORed: the region requirement must be part of every one of them.
+    required["nodeSelectorTerms"] = [
+        {
+            **t,
+            "matchExpressions": [*(t.get("matchExpressions") or []), *term["matchExpressions"]],
+        }
+        for t in terms
+    ]
+    return affinity

@@ -1,0 +1,91 @@
+"""Operator settings: command-line flags, each also readable from `TSUNAGU_<FLAG>` in the
+environment (how the Helm chart passes them)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    prometheus_url: str | None = None
+    latency_query: str | None = None
+    jitter_query: str | None = None
+    latency_interval: float = 10.0
+    staleness_seconds: float = 120.0
+    default_max_rtt_ms: float | None = None
+    default_max_throughput_loss: float | None = None
+    metrics_port: int = 8080
+    liveness_port: int = 8081
+    log_format: str = "plain"
+    verbose: bool = False
+    retry_interval: float = 15.0
+    bind_concurrency: int = 8
+    region_status_interval: float = 5.0
+    # A measured link is written to Region.status again only when it moves more than this.
+    link_change_threshold_ms: float = 1.0
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"TSUNAGU_{name.upper().replace('-', '_')}", default)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def flag(name: str, kind: type, default: object, help_text: str) -> None:
+        raw = _env(name)
+        parser.add_argument(
+            f"--{name}", type=kind, default=kind(raw) if raw not in (None, "") else default,
+            help=f"{help_text} (env TSUNAGU_{name.upper().replace('-', '_')})",
+        )  # fmt: skip
+
+    env_namespaces = [n for n in (_env("namespace") or "").split(",") if n]
+    parser.add_argument(
+        "--namespace", action="append", default=None,
+        help="watch only this namespace, repeatable; default: all (env TSUNAGU_NAMESPACE, a,b)",
+    )  # fmt: skip
+    parser.set_defaults(env_namespaces=env_namespaces)
+    flag("prometheus-url", str, None, "Prometheus base URL; without it only declared links count")
+    flag(
+        "latency-query", str, None, "PromQL returning RTT in seconds per source/target region pair"
+    )
+    flag("jitter-query", str, None, "PromQL returning jitter in seconds per pair")
+    flag("latency-interval", float, 10.0, "seconds between latency queries")
+    flag("staleness-seconds", float, 120.0, "a measurement older than this counts as unknown")
+    flag("default-max-rtt-ms", float, None, "RTT budget for jobs that set none")
+    flag(
+        "default-max-throughput-loss", float, None, "throughput-loss budget for jobs that set none"
+    )
+    flag("metrics-port", int, 8080, "port of the Prometheus metrics endpoint (0: off)")
+    flag("liveness-port", int, 8081, "port of the /healthz liveness endpoint (0: off)")
+    flag("log-format", str, "plain", "plain or json")
+    flag("retry-interval", float, 15.0, "seconds between retries of pending jobs")
+    flag("bind-concurrency", int, 8, "gangs created and bound at the same time")
+    parser.add_argument(
+        "--verbose", action="store_true", default=_env("verbose", "") in ("1", "true", "True")
+    )
+
+
+def from_args(args: argparse.Namespace) -> OperatorConfig:
+    if args.log_format not in ("plain", "json"):
+        raise SystemExit(
+            f"tsunagu run: --log-format must be plain or json (got {args.log_format!r})"
+        )
+    return OperatorConfig(
+        namespaces=tuple(args.namespace or args.env_namespaces),
+        prometheus_url=args.prometheus_url or None,
+        latency_query=args.latency_query or None,
+        jitter_query=args.jitter_query or None,
+        latency_interval=args.latency_interval,
+        staleness_seconds=args.staleness_seconds,
+        default_max_rtt_ms=args.default_max_rtt_ms,
+        default_max_throughput_loss=args.default_max_throughput_loss,
+        metrics_port=args.metrics_port,
+        liveness_port=args.liveness_port,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        retry_interval=args.retry_interval,
+        bind_concurrency=args.bind_concurrency,
+    )

@@ -1,0 +1,232 @@
+"""Kopf handlers: thin. Each one records what it observed in the cluster view and hands the
+consequences to the scheduler or the lifecycle; none of them decides anything itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import kopf
+
+from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
+from tsunagu.api.parse import SpecError
+from tsunagu.controller.config import OperatorConfig
+from tsunagu.controller.kube import Kube
+from tsunagu.controller.lifecycle import check_latency_budgets, reconcile_job
+from tsunagu.controller.regionstatus import RegionStatusWriter, region_status_loop
+from tsunagu.controller.runtime import Runtime
+from tsunagu.controller.scheduler import decision_loop
+from tsunagu.controller.statusbook import StatusBook
+from tsunagu.controller.view import ClusterView
+from tsunagu.placement.engine import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "tsunagu.io"
+
+
+def engine_settings(config: OperatorConfig) -> EngineSettings:
+    return EngineSettings(
+        default_max_rtt_ms=config.default_max_rtt_ms,
+        default_max_throughput_loss=config.default_max_throughput_loss,
+    )
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo.config
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = 256
+    if config.namespaces:
+        settings.scanning.disabled = True
+
+    kube = Kube(pool_size=max(32, config.bind_concurrency * 8))
+    rt = Runtime(
+        config=config,
+        kube=kube,
+        settings=engine_settings(config),
+        view=ClusterView(staleness_seconds=config.staleness_seconds),
+        statuses=StatusBook(kube),
+        bind_slots=asyncio.Semaphore(config.bind_concurrency),
+    )
+    await _prime(rt)
+    memo.runtime = rt
+    rt.spawn(decision_loop(rt), name="decision loop")
+    rt.spawn(region_status_loop(rt, RegionStatusWriter()), name="region status")
+    if config.prometheus_url:
+        rt.spawn(_poll_latency(rt), name="latency")
+    for key in list(rt.view.jobs):
+        await reconcile_job(rt, key)
+
+
+async def _prime(rt: Runtime) -> None:
+    """Lists everything once so the first decisions see the whole cluster, not a partial watch."""
+    listed = await rt.kube.call(rt.kube.list_all)
+    for node in listed["nodes"]:
+        rt.view.upsert_node(node)
+    for pod in listed["pods"]:
+        rt.view.upsert_pod(pod)
+    for region in listed["regions"]:
+        rt.view.upsert_region(region)
+    for dataset in listed["datasets"]:
+        try:
+            rt.view.upsert_dataset(dataset)
+        except SpecError as error:
+            logger.warning("ignoring dataset: %s", error)
+    namespaces = set(rt.config.namespaces)
+    for job in listed["trainingjobs"]:
+        metadata = job["metadata"]
+        if namespaces and metadata["namespace"] not in namespaces:
+            continue
+        key = (metadata["namespace"], metadata["name"])
+        rt.view.jobs[key] = job
+        rt.statuses.seed(key, job.get("status"))
+
+
+async def _poll_latency(rt: Runtime) -> None:
+    from tsunagu.sources.prometheus_latency import (
+        PrometheusLatencySettings,
+        PrometheusLatencySource,
+    )
+
+    config = rt.config
+    overrides = {"url": config.prometheus_url, "intervalSeconds": config.latency_interval,
+                 "stalenessSeconds": config.staleness_seconds}  # fmt: skip
+    if config.latency_query:
+        overrides["rttQuery"] = config.latency_query
+    if config.jitter_query:
+        overrides["jitterQuery"] = config.jitter_query
+    source = PrometheusLatencySource(PrometheusLatencySettings.from_mapping(overrides))
+
+    async def update(measurements: tuple[Any, ...]) -> None:
+        rt.view.measurements = measurements
+        rt.queue.wake()
+        await check_latency_budgets(rt)
+
+    async def check_staleness_too() -> None:
+        # When Prometheus stops answering no update arrives; measurements still age out.
+        while True:
+            await asyncio.sleep(config.latency_interval)
+            await check_latency_budgets(rt)
+            rt.queue.wake()
+
+    rt.spawn(check_staleness_too(), name="latency ageing")
+    await source.poll(update, known_regions=lambda: set(rt.view.regions))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    rt: Runtime | None = getattr(memo, "runtime", None)
+    if rt is None:
+        return
+    for task in list(rt.tasks):
+        task.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+
+
+def _runtime(memo: kopf.Memo) -> Runtime | None:
+    return getattr(memo, "runtime", None)
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    if rt is None:
+        return
+    body = event["object"]
+    if event["type"] == "DELETED":
+        changed = rt.view.delete_node(body["metadata"]["name"])
+    else:
+        changed = rt.view.upsert_node(body)
+    if changed:
+        rt.queue.wake()
+        await _reconcile_jobs_on_node(rt, body["metadata"]["name"])
+
+
+async def _reconcile_jobs_on_node(rt: Runtime, node: str) -> None:
+    """A node lost or cordoned may leave a gang on a dead node: let the lifecycle look."""
+    if rt.view.node_usable(node):
+        return
+    for key, pods in list(rt.view.job_pods.items()):
+        if any(pod.node_name == node for pod in pods.values()):
+            await reconcile_job(rt, key)
+
+
+@kopf.on.event("", "v1", "pods")
+async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    if rt is None:
+        return
+    body = event["object"]
+    if event["type"] == "DELETED":
+        job, released = rt.view.delete_pod(body)
+    else:
+        job, released = rt.view.upsert_pod(body)
+    if released:
+        rt.queue.wake()
+    if job is not None and job in rt.view.jobs:
+        await reconcile_job(rt, job)
+
+
+@kopf.on.event(GROUP, VERSION, REGIONS)
+async def region_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    if rt is None:
+        return
+    body = event["object"]
+    if event["type"] == "DELETED":
+        rt.view.delete_region(body["metadata"]["name"])
+    else:
+        rt.view.upsert_region(body)
+    rt.queue.wake()
+
+
+@kopf.on.event(GROUP, VERSION, DATASETS)
+async def dataset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    if rt is None:
+        return
+    body = event["object"]
+    metadata = body["metadata"]
+    if event["type"] == "DELETED":
+        rt.view.delete_dataset(metadata["namespace"], metadata["name"])
+    else:
+        try:
+            rt.view.upsert_dataset(body)
+        except SpecError as error:
+            kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=str(error))
+    rt.queue.wake()
+
+
+@kopf.on.event(GROUP, VERSION, TRAINING_JOBS)
+async def training_job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    if rt is None:
+        return
+    body = event["object"]
+    metadata = body["metadata"]
+    key = (metadata["namespace"], metadata["name"])
+    if event["type"] == "DELETED":
+        rt.view.jobs.pop(key, None)
+        rt.queue.remove(key)
+        rt.assumed.forget(key)
+        rt.statuses.forget(key)
+        rt.not_before.pop(key, None)
+        rt.bind_failures.pop(key, None)
+        rt.queue.wake()  # its GPUs come free as the garbage collector deletes its pods
+        return
+    previous = rt.view.jobs.get(key)
+    if previous is not None and previous["metadata"].get("uid") != metadata.get("uid"):
+        rt.statuses.forget(key)  # same name, new object
+    rt.view.jobs[key] = dict(body)
+    rt.statuses.seed(key, body.get("status"))
+    await reconcile_job(rt, key)

@@ -1,0 +1,114 @@
+"""Blocking Kubernetes API calls the controller makes. Every method blocks: callers on the event
+loop go through `asyncio.to_thread` (see `Kube.call`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Conflict(Exception):
+    """The object exists already (HTTP 409)."""
+
+
+def load_client_configuration() -> Any:
+    configuration = client.Configuration()
+    loader: Any = config
+    try:
+        loader.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        loader.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+class Kube:
+    def __init__(self, configuration: Any = None, pool_size: int = 32) -> None:
+        configuration = configuration or load_client_configuration()
+        configuration.connection_pool_maxsize = pool_size
+        # The generated client is typed by models; we speak plain dicts, so treat it as Any.
+        self.api: Any = client.ApiClient(configuration)
+        self.core: Any = client.CoreV1Api(self.api)
+        self.custom: Any = client.CustomObjectsApi(self.api)
+
+    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    # --- reads used once at start-up to prime the view -----------------------------------------
+    def list_all(self) -> dict[str, list[dict[str, Any]]]:
+        sanitize = self.api.sanitize_for_serialization
+        return {
+            "nodes": [sanitize(n) for n in self.core.list_node().items],
+            "pods": [sanitize(p) for p in self.core.list_pod_for_all_namespaces().items],
+            "regions": self.custom.list_cluster_custom_object(GROUP, VERSION, REGIONS)["items"],
+            "datasets": self.custom.list_cluster_custom_object(GROUP, VERSION, DATASETS)["items"],
+            "trainingjobs": self.custom.list_cluster_custom_object(GROUP, VERSION, TRAINING_JOBS)[
+                "items"
+            ],
+        }
+
+    # --- children of a TrainingJob -------------------------------------------------------------
+    def create_service(self, body: Mapping[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_service(body["metadata"]["namespace"], body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def create_pod(self, body: Mapping[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_pod(body["metadata"]["namespace"], body)
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(body["metadata"]["name"]) from error
+            raise
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        pod = self.core.read_namespaced_pod(name, namespace)
+        return dict(self.api.sanitize_for_serialization(pod))
+
+    def bind_pod(self, namespace: str, name: str, node: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        # The response is a Status the generated model cannot deserialize; skip decoding it.
+        self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # --- status -------------------------------------------------------------------------------
+    def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, TRAINING_JOBS, name, {"status": status}
+        )
+
+    def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, REGIONS, name, {"status": status}
+        )
+
+    def patch_dataset_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, DATASETS, name, {"status": status}
+        )
+
+
+def is_not_found(error: BaseException) -> bool:
+    return isinstance(error, ApiException) and error.status == 404

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the operator (served by `tsunagu run --metrics-port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PLACEMENTS = Counter(
+    "tsunagu_placements_total",
+    "Placement decisions by region and outcome (Placed, or the blocking reason).",
+    ["region", "outcome"],
+)
+DECISION_SECONDS = Histogram(
+    "tsunagu_decision_duration_seconds",
+    "Time the engine took for one placement decision.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+BIND_SECONDS = Histogram(
+    "tsunagu_gang_bind_duration_seconds",
+    "Time from decision to every pod of the gang created and bound.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+QUEUE_LENGTH = Gauge("tsunagu_queue_length", "TrainingJobs waiting for a placement.")
+PREDICTED_LOSS = Histogram(
+    "tsunagu_predicted_throughput_loss",
+    "Predicted throughput loss of placed jobs.",
+    ["region"],
+    buckets=(0.0, 0.01, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5),
+)
+BIND_FAILURES = Counter(
+    "tsunagu_bind_failures_total", "Gangs rolled back because a pod could not be created or bound."
+)
+REQUEUES = Counter(
+    "tsunagu_requeues_total", "Placed jobs sent back to the queue, by reason.", ["reason"]
+)

@@ -1,0 +1,47 @@
+"""The scheduling queue: pending TrainingJobs in priority, then arrival order, and a wake-up
+signal for the decision loop when something that could unblock them changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from tsunagu.api.types import TrainingJobSpec
+
+JobKey = tuple[str, str]
+
+
+@dataclass
+class SchedulingQueue:
+    _pending: dict[JobKey, TrainingJobSpec] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, job: TrainingJobSpec) -> None:
+        self._pending[job.key] = job
+        self._wake.set()
+
+    def remove(self, key: JobKey) -> None:
+        self._pending.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def ordered(self) -> list[TrainingJobSpec]:
+        """Highest priority first, then oldest, then by name so the order is total."""
+        return sorted(
+            self._pending.values(), key=lambda j: (-j.priority, j.created_at, j.namespace, j.name)
+        )
+
+    def wake(self) -> None:
+        """Capacity, latency or regions changed: pending jobs deserve another look."""
+        self._wake.set()
+
+    async def wait(self, retry_after: float) -> None:
+        """Returns when woken or after `retry_after` seconds (the retry timer)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), retry_after)
+        self._wake.clear()

@@ -1,0 +1,65 @@
+"""Everything the handlers share, kept in Kopf's `memo` (never in module globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from tsunagu.controller.assume import AssumeCache
+from tsunagu.controller.config import OperatorConfig
+from tsunagu.controller.kube import Kube
+from tsunagu.controller.queue import SchedulingQueue
+from tsunagu.controller.statusbook import StatusBook
+from tsunagu.controller.view import ClusterView
+from tsunagu.placement.engine import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+JobKey = tuple[str, str]
+
+
+@dataclass
+class Runtime:
+    config: OperatorConfig
+    kube: Kube
+    settings: EngineSettings
+    view: ClusterView
+    statuses: StatusBook
+    queue: SchedulingQueue = field(default_factory=SchedulingQueue)
+    assumed: AssumeCache = field(default_factory=AssumeCache)
+    # Jobs whose gang is being created and bound right now: the lifecycle leaves them alone.
+    inflight: set[JobKey] = field(default_factory=set)
+    # Earliest time (time.time()) a job may be queued again after a failed bind.
+    not_before: dict[JobKey, float] = field(default_factory=dict)
+    bind_failures: dict[JobKey, int] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    bind_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+        """Runs a coroutine in the background, keeping a reference and logging its failure."""
+        task = asyncio.create_task(coroutine, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    def post_event(self, key: JobKey, kind: str, reason: str, message: str) -> None:
+        """Posts an Event on the TrainingJob with the same reason as its condition."""
+        body = self.view.jobs.get(key)
+        if body is None:
+            return
+        try:
+            kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
+        except Exception:  # an Event is advice; never let it break a decision
+            logger.warning("could not post event %s on %s/%s", reason, *key, exc_info=True)
+
+    def job_body(self, key: JobKey) -> Mapping[str, Any] | None:
+        return self.view.jobs.get(key)

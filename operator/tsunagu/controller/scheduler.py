@@ -1,0 +1,195 @@
+"""The decision loop and the gang binder.
+
+Decisions are made one job at a time (priority, then age) against one snapshot that each placed
+job consumes, plus the assume cache; creating and binding pods happens in background tasks so a
+slow API call never stalls the next decision. A gang is all-or-nothing: if any pod cannot be
+created or bound, every pod of the gang is deleted and the job is queued again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from tsunagu.api.conditions import RUNNING, Reason
+from tsunagu.api.types import PlacementMode, PodUsage, TrainingJobSpec
+from tsunagu.controller import metrics
+from tsunagu.controller.builders import build_pod, build_service, pod_name
+from tsunagu.controller.kube import Conflict
+from tsunagu.controller.runtime import JobKey, Runtime
+from tsunagu.controller.status import ConditionUpdate, placement_status, scheduled_condition
+from tsunagu.placement.engine import Decision, decide
+
+logger = logging.getLogger(__name__)
+
+# Coalesces a burst of wake-ups (50 jobs created at once) into one pass over the queue.
+BATCH_DELAY_SECONDS = 0.05
+MAX_BIND_BACKOFF_SECONDS = 60.0
+
+
+async def decision_loop(rt: Runtime) -> None:
+    while True:
+        await rt.queue.wait(rt.config.retry_interval)
+        await asyncio.sleep(BATCH_DELAY_SECONDS)
+        try:
+            await schedule_pending(rt)
+        except Exception:
+            logger.exception("scheduling pass failed; retrying on the next wake-up")
+
+
+async def schedule_pending(rt: Runtime) -> None:
+    jobs = [job for job in rt.queue.ordered() if job.key not in rt.inflight]
+    metrics.QUEUE_LENGTH.set(len(jobs))
+    if not jobs:
+        return
+    now = time.time()
+    snapshot = rt.view.snapshot(now, rt.assumed.pods())
+    for job in jobs:
+        if job.key not in rt.queue:  # deleted while we were deciding others
+            continue
+        started = time.perf_counter()
+        decision = decide(job, snapshot, rt.settings)
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        if decision.placed:
+            snapshot = snapshot.with_allocations(_allocations(job, decision))
+            rt.queue.remove(job.key)
+            rt.inflight.add(job.key)
+            rt.assumed.assume(job.key, _assumed_pods(job, decision))
+            rt.spawn(bind_gang(rt, job, decision, now), name=f"bind {job.namespace}/{job.name}")
+        else:
+            rt.spawn(report_unplaced(rt, job, decision, now), name=f"report {job.name}")
+        # One decision is ~1 ms; yielding keeps watch events flowing during a long backlog.
+        await asyncio.sleep(0)
+    metrics.QUEUE_LENGTH.set(len(rt.queue))
+
+
+def _allocations(job: TrainingJobSpec, decision: Decision) -> dict[str, int]:
+    allocations: dict[str, int] = {}
+    for node in decision.nodes:
+        allocations[node] = allocations.get(node, 0) + job.gpus_per_replica
+    return allocations
+
+
+def _assumed_pods(job: TrainingJobSpec, decision: Decision) -> tuple[PodUsage, ...]:
+    return tuple(
+        PodUsage(job.namespace, pod_name(job.name, rank), node, job.gpus_per_replica, False)
+        for rank, node in enumerate(decision.nodes)
+    )
+
+
+async def report_unplaced(
+    rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float
+) -> None:
+    """Scheduled=False with the dominant reason; an Event and a metric only when it changes."""
+    previous = rt.statuses.condition(job.key, "Scheduled")
+    condition = scheduled_condition(decision)
+    changed = previous is None or previous.get("reason") != condition.reason
+    generation = _generation(rt, job.key)
+    # The explanation is rewritten only when the verdict changes, not on every retry.
+    fields = {"placement": placement_status(decision, now)} if changed else {}
+    await rt.statuses.update(job.key, generation, now, conditions=[condition], fields=fields)
+    if changed:
+        metrics.PLACEMENTS.labels(region="", outcome=decision.reason).inc()
+        rt.post_event(job.key, "Warning", decision.reason, condition.message)
+
+
+def _generation(rt: Runtime, key: JobKey) -> int:
+    body = rt.view.jobs.get(key) or {}
+    return int((body.get("metadata") or {}).get("generation") or 0)
+
+
+async def bind_gang(
+    rt: Runtime, job: TrainingJobSpec, decision: Decision, decided_at: float
+) -> None:
+    started = time.perf_counter()
+    try:
+        async with rt.bind_slots:
+            await _create_and_bind(rt, job, decision)
+    except Exception as error:
+        await _roll_back(rt, job, error)
+        return
+    metrics.BIND_SECONDS.observe(time.perf_counter() - started)
+    rt.bind_failures.pop(job.key, None)
+    await _report_placed(rt, job, decision, decided_at)
+    rt.inflight.discard(job.key)
+    # Imported here: lifecycle and scheduler call each other, the cycle is only at run time.
+    from tsunagu.controller.lifecycle import reconcile_job
+
+    await reconcile_job(rt, job.key)
+
+
+async def _create_and_bind(rt: Runtime, job: TrainingJobSpec, decision: Decision) -> None:
+    body = rt.view.jobs.get(job.key)
+    if body is None:
+        raise RuntimeError("the TrainingJob was deleted before its pods were created")
+    assert decision.region is not None
+    dataset = rt.view.datasets.get((job.namespace, job.dataset_ref)) if job.dataset_ref else None
+    await rt.kube.call(rt.kube.create_service, build_service(job, body))
+    pods = [build_pod(job, body, rank, decision.region, dataset) for rank in range(job.replicas)]
+    await asyncio.gather(*(_create_pod(rt, pod) for pod in pods))
+    if job.placement.mode is PlacementMode.Bind:
+        await asyncio.gather(
+            *(
+                rt.kube.call(rt.kube.bind_pod, job.namespace, pod_name(job.name, rank), node)
+                for rank, node in enumerate(decision.nodes)
+            )
+        )
+
+
+async def _create_pod(rt: Runtime, pod: dict[str, Any]) -> None:
+    try:
+        await rt.kube.call(rt.kube.create_pod, pod)
+    except Conflict:
+        # A pod of this name exists: only ours, unbound, may be reused (e.g. after a crash).
+        existing = await rt.kube.call(
+            rt.kube.read_pod, pod["metadata"]["namespace"], pod["metadata"]["name"]
+        )
+        owner = pod["metadata"]["ownerReferences"][0]["uid"]
+        owners = [r.get("uid") for r in existing["metadata"].get("ownerReferences") or []]
+        if owner not in owners or existing["spec"].get("nodeName"):
+            raise RuntimeError(f"pod {pod['metadata']['name']} exists already") from None
+
+
+async def _roll_back(rt: Runtime, job: TrainingJobSpec, error: BaseException) -> None:
+    logger.warning("gang of %s/%s rolled back: %s", job.namespace, job.name, error)
+    metrics.BIND_FAILURES.inc()
+    failures = rt.bind_failures.get(job.key, 0) + 1
+    rt.bind_failures[job.key] = failures
+    rt.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
+    await asyncio.gather(
+        *(
+            rt.kube.call(rt.kube.delete_pod, job.namespace, pod_name(job.name, rank))
+            for rank in range(job.replicas)
+        ),
+        return_exceptions=True,
+    )
+    rt.assumed.forget(job.key)
+    rt.inflight.discard(job.key)
+    rt.post_event(job.key, "Warning", "BindFailed", f"gang rolled back, will retry: {error}")
+    from tsunagu.controller.lifecycle import reconcile_job
+
+    await reconcile_job(rt, job.key)
+
+
+async def _report_placed(rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float) -> None:
+    condition = scheduled_condition(decision)
+    await rt.statuses.update(
+        job.key,
+        _generation(rt, job.key),
+        now,
+        conditions=[
+            condition,
+            ConditionUpdate(RUNNING, False, str(Reason.PodsStarting), "pods bound, starting"),
+        ],
+        fields={
+            "region": decision.region,
+            "placement": placement_status(decision, now),
+            "replicas": job.replicas,
+        },
+    )
+    metrics.PLACEMENTS.labels(region=decision.region or "", outcome=str(Reason.Placed)).inc()
+    if decision.predicted_loss is not None:
+        metrics.PREDICTED_LOSS.labels(region=decision.region or "").observe(decision.predicted_loss)
+    rt.post_event(job.key, "Normal", str(Reason.Placed), condition.message)

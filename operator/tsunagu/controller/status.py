@@ -1,0 +1,145 @@
+"""Pure computation of TrainingJob and Region status: conditions keyed by type, placement
+explanations, and Region GPU summaries. Nothing here talks to the API server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, RUNNING, SCHEDULED, Reason
+from tsunagu.placement.engine import Candidate, Decision
+
+MAX_ALTERNATIVES = 8
+MAX_MESSAGE = 1024
+
+
+def timestamp(now: float) -> str:
+    return datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionUpdate:
+    type: str
+    status: bool | None  # None → "Unknown"
+    reason: str
+    message: str
+
+
+def _status_text(value: bool | None) -> str:
+    return "Unknown" if value is None else ("True" if value else "False")
+
+
+def merge_conditions(
+    existing: Sequence[Mapping[str, Any]],
+    updates: Iterable[ConditionUpdate],
+    generation: int,
+    now: float,
+) -> list[dict[str, Any]]:
+    """Applies updates to a condition list keyed by type.
+
+    lastTransitionTime moves only when the status flips, as the API conventions ask.
+    """
+    by_type = {str(c["type"]): dict(c) for c in existing if "type" in c}
+    for update in updates:
+        status = _status_text(update.status)
+        previous = by_type.get(update.type)
+        transition = timestamp(now)
+        if previous is not None and previous.get("status") == status:
+            transition = previous.get("lastTransitionTime", transition)
+        by_type[update.type] = {
+            "type": update.type,
+            "status": status,
+            "reason": update.reason,
+            "message": update.message[:MAX_MESSAGE],
+            "lastTransitionTime": transition,
+            "observedGeneration": generation,
+        }
+    return sorted(by_type.values(), key=_condition_order)
+
+
+def _condition_order(condition: Mapping[str, Any]) -> tuple[int, str]:
+    order = (SCHEDULED, RUNNING, FINISHED, LATENCY_BUDGET_MET)
+    kind = str(condition["type"])
+    return (order.index(kind) if kind in order else len(order), kind)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def alternative_entry(candidate: Candidate) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "region": candidate.region,
+        "verdict": "Feasible" if candidate.feasible else "Rejected",
+        "reason": candidate.reason,
+    }
+    if candidate.rtt_ms is not None:
+        entry["rttMs"] = _rounded(candidate.rtt_ms, 3)
+    if candidate.predicted_loss is not None:
+        entry["predictedThroughputLoss"] = _rounded(candidate.predicted_loss, 4)
+    return entry
+
+
+def placement_status(decision: Decision, now: float) -> dict[str, Any]:
+    placement: dict[str, Any] = {
+        "decidedAt": timestamp(now),
+        "alternatives": [alternative_entry(c) for c in decision.alternatives[:MAX_ALTERNATIVES]],
+    }
+    if decision.region is not None:
+        placement["region"] = decision.region
+    if decision.rtt_ms is not None:
+        placement["rttMs"] = _rounded(decision.rtt_ms, 3)
+    if decision.predicted_loss is not None:
+        placement["predictedThroughputLoss"] = _rounded(decision.predicted_loss, 4)
+    if decision.score is not None:
+        placement["score"] = _rounded(decision.score, 4)
+    return placement
+
+
+def explain(decision: Decision) -> str:
+    """One line a person reads in `kubectl describe`: where, at what cost, and why not elsewhere."""
+    rejected = [c for c in decision.candidates if not c.feasible]
+    why_not = ", ".join(f"{c.region}: {c.reason}" for c in rejected[:6])
+    if len(rejected) > 6:
+        why_not += f", +{len(rejected) - 6} more"
+    if decision.placed:
+        head = f"placed in {decision.region}"
+        if decision.rtt_ms is not None:
+            head += f" at {decision.rtt_ms:.1f} ms RTT to the data"
+        if decision.predicted_loss is not None:
+            head += f", predicted throughput loss {decision.predicted_loss:.1%}"
+        return f"{head}; not chosen: {why_not}" if why_not else head
+    return f"{decision.message}" + (f" ({why_not})" if why_not else "")
+
+
+def scheduled_condition(decision: Decision) -> ConditionUpdate:
+    if decision.placed:
+        return ConditionUpdate(SCHEDULED, True, str(Reason.Placed), explain(decision))
+    return ConditionUpdate(SCHEDULED, False, decision.reason, explain(decision))
+
+
+@dataclass(frozen=True, slots=True)
+class RegionUsage:
+    capacity: int
+    allocatable: int
+    allocated: int
+    ready_nodes: int
+    nodes: int
+
+    @property
+    def free(self) -> int:
+        return max(self.allocatable - self.allocated, 0)
+
+
+def region_status_fields(usage: RegionUsage) -> dict[str, Any]:
+    return {
+        "gpuCapacity": usage.capacity,
+        "gpuAllocatable": usage.allocatable,
+        "gpuAllocated": usage.allocated,
+        "gpuFree": usage.free,
+        "readyNodes": usage.ready_nodes,
+        "nodes": usage.nodes,
+        "gpus": f"{usage.free}/{usage.allocatable}",
+    }

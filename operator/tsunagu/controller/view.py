@@ -1,0 +1,215 @@
+"""The operator's in-memory view of the cluster, fed by watch events: no list call per decision.
+
+One instance lives in Kopf's `memo`. Handlers upsert what they observe; the scheduler reads
+immutable snapshots of it. All access happens on the operator's event loop, so no locking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tsunagu.api.names import JOB_LABEL, RANK_LABEL
+from tsunagu.api.parse import SpecError, parse_dataset, parse_node, parse_pod, parse_region
+from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec
+from tsunagu.controller.status import RegionUsage
+from tsunagu.placement.latency import LatencyMatrix, Measurement
+from tsunagu.placement.snapshot import ClusterSnapshot
+
+logger = logging.getLogger(__name__)
+
+JobKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class JobPod:
+    """What the lifecycle needs to know of one pod of a TrainingJob."""
+
+    name: str
+    rank: int
+    node_name: str | None
+    phase: str
+    deleting: bool
+    owner_uid: str | None
+    region: str | None
+
+
+def _owner_uid(metadata: Mapping[str, Any]) -> str | None:
+    for reference in metadata.get("ownerReferences") or []:
+        if reference.get("controller"):
+            return str(reference.get("uid"))
+    return None
+
+
+def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
+    metadata = body.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    job_name = labels.get(JOB_LABEL)
+    if not job_name:
+        return None
+    try:
+        rank = int(labels.get(RANK_LABEL, "-1"))
+    except ValueError:
+        rank = -1
+    pod = JobPod(
+        name=metadata["name"],
+        rank=rank,
+        node_name=(body.get("spec") or {}).get("nodeName"),
+        phase=(body.get("status") or {}).get("phase") or "Pending",
+        deleting=bool(metadata.get("deletionTimestamp")),
+        owner_uid=_owner_uid(metadata),
+        region=labels.get("tsunagu.io/region"),
+    )
+    return (metadata.get("namespace", "default"), job_name), pod
+
+
+@dataclass
+class ClusterView:
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    gpu_pods: dict[JobKey, PodUsage] = field(default_factory=dict)
+    job_pods: dict[JobKey, dict[str, JobPod]] = field(default_factory=lambda: defaultdict(dict))
+    regions: dict[str, RegionSpec] = field(default_factory=dict)
+    datasets: dict[JobKey, DatasetSpec] = field(default_factory=dict)
+    jobs: dict[JobKey, dict[str, Any]] = field(default_factory=dict)
+    measurements: tuple[Measurement, ...] = ()
+    staleness_seconds: float = 120.0
+
+    # --- nodes -----------------------------------------------------------------------------
+    def upsert_node(self, body: Mapping[str, Any]) -> bool:
+        """Records a node; True when its GPU capacity or availability changed."""
+        try:
+            node = parse_node(body)
+        except SpecError as error:
+            logger.warning("ignoring node: %s", error)
+            return False
+        previous = self.nodes.get(node.name)
+        self.nodes[node.name] = node
+        return previous != node
+
+    def delete_node(self, name: str) -> bool:
+        return self.nodes.pop(name, None) is not None
+
+    # --- pods ------------------------------------------------------------------------------
+    def upsert_pod(self, body: Mapping[str, Any]) -> tuple[JobKey | None, bool]:
+        """Records a pod; returns its TrainingJob (if any) and whether GPUs were released."""
+        metadata = body.get("metadata") or {}
+        key = (metadata.get("namespace", "default"), metadata.get("name", ""))
+        released = False
+        try:
+            usage = parse_pod(body)
+        except SpecError as error:
+            logger.warning("ignoring pod: %s", error)
+            usage = None
+        if usage is not None and usage.gpus > 0:
+            previous = self.gpu_pods.get(key)
+            released = previous is not None and not previous.terminal and usage.terminal
+            self.gpu_pods[key] = usage
+        job = job_pod_from(body)
+        if job is None:
+            return None, released
+        job_key, pod = job
+        self.job_pods[job_key][pod.name] = pod
+        return job_key, released
+
+    def delete_pod(self, body: Mapping[str, Any]) -> tuple[JobKey | None, bool]:
+        metadata = body.get("metadata") or {}
+        key = (metadata.get("namespace", "default"), metadata.get("name", ""))
+        previous = self.gpu_pods.pop(key, None)
+        released = previous is not None and not previous.terminal
+        job = job_pod_from(body)
+        if job is None:
+            return None, released
+        job_key, pod = job
+        pods = self.job_pods.get(job_key)
+        if pods is not None:
+            pods.pop(pod.name, None)
+            if not pods:
+                del self.job_pods[job_key]
+        return job_key, released
+
+    def pods_of(self, job: JobKey) -> dict[str, JobPod]:
+        return dict(self.job_pods.get(job, {}))
+
+    # --- regions, datasets, jobs -----------------------------------------------------------
+    def upsert_region(self, body: Mapping[str, Any]) -> RegionSpec | None:
+        try:
+            region = parse_region(body)
+        except SpecError as error:
+            logger.warning("ignoring region: %s", error)
+            self.regions.pop((body.get("metadata") or {}).get("name", ""), None)
+            return None
+        self.regions[region.name] = region
+        return region
+
+    def delete_region(self, name: str) -> None:
+        self.regions.pop(name, None)
+
+    def upsert_dataset(self, body: Mapping[str, Any]) -> DatasetSpec:
+        """Records a dataset; raises SpecError (and forgets it) when it does not parse."""
+        metadata = body.get("metadata") or {}
+        key = (metadata.get("namespace", "default"), metadata.get("name", ""))
+        try:
+            dataset = parse_dataset(body)
+        except SpecError:
+            self.datasets.pop(key, None)
+            raise
+        self.datasets[key] = dataset
+        return dataset
+
+    def delete_dataset(self, namespace: str, name: str) -> None:
+        self.datasets.pop((namespace, name), None)
+
+    # --- reading ---------------------------------------------------------------------------
+    def latency(self) -> LatencyMatrix:
+        return LatencyMatrix.build(
+            self.regions.values(), self.measurements, staleness_seconds=self.staleness_seconds
+        )
+
+    def snapshot(self, now: float, assumed: Iterable[PodUsage] = ()) -> ClusterSnapshot:
+        """An immutable snapshot; `assumed` pods count as bound although no watch has shown it."""
+        pods = list(self.gpu_pods.values())
+        seen = {(p.namespace, p.name) for p in pods if p.node_name}
+        pods.extend(p for p in assumed if (p.namespace, p.name) not in seen)
+        regions, datasets = self.regions.values(), self.datasets.values()
+        return ClusterSnapshot.build(
+            regions, self.nodes.values(), pods, datasets, self.latency(), now
+        )
+
+    def region_of_node(self, node_name: str) -> str | None:
+        node = self.nodes.get(node_name)
+        return node.region if node else None
+
+    def node_usable(self, node_name: str | None) -> bool:
+        node = self.nodes.get(node_name or "")
+        return node is not None and node.schedulable
+
+    def region_usage(self) -> dict[str, RegionUsage]:
+        allocated: dict[str, int] = defaultdict(int)
+        for pod in self.gpu_pods.values():
+            if pod.node_name and not pod.terminal:
+                region = self.region_of_node(pod.node_name)
+                if region is not None:
+                    allocated[region] += pod.gpus
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for node in self.nodes.values():
+            if node.region is None:
+                continue
+            entry = totals[node.region]
+            entry[0] += node.allocatable_gpus
+            entry[3] += 1
+            if node.schedulable:
+                entry[1] += node.allocatable_gpus
+                entry[2] += 1
+        return {
+            name: RegionUsage(
+                capacity=totals[name][0],
+                allocatable=totals[name][1],
+                allocated=allocated.get(name, 0),
+                ready_nodes=totals[name][2],
+                nodes=totals[name][3],
+            )
+            for name in self.regions
+        }
