@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Operator benchmark on the kwok cluster: gang binding throughput and latency of tsunagu,
+side by side with kube-scheduler binding the same number of pods, and operator memory with many
+TrainingJobs. Prints a markdown report (figures go to docs/benchmarks.md).
+
+  hack/bench_operator.py [--jobs 500] [--pods-per-job 8] [--memory-jobs 10000]
+
+Needs `hack/cluster.sh up` with enough nodes (e.g. NODES_PER_REGION=200 → 1,000 nodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from kubernetes import client, config, watch  # noqa: E402
+from tests.support.scenario import free_port, japan_regions  # noqa: E402
+
+GROUP, VERSION = "tsunagu.io", "v1alpha1"
+
+
+def kubeconfig() -> str:
+    return subprocess.run(
+        [str(REPO / "hack" / "cluster.sh"), "kubeconfig"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def api() -> tuple[Any, Any]:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig(), client_configuration=configuration)
+    configuration.connection_pool_maxsize = 64
+    base = client.ApiClient(configuration)
+    return client.CoreV1Api(base), client.CustomObjectsApi(base)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class BindWatcher:
+    """Records when each pod of a namespace was first seen bound (spec.nodeName set)."""
+
+    def __init__(self, core: Any, namespace: str) -> None:
+        self.bound: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(core, namespace), daemon=True)
+        self._thread.start()
+
+    def _run(self, core: Any, namespace: str) -> None:
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(core.list_namespaced_pod, namespace, timeout_seconds=5):
+                    pod = event["object"]
+                    if pod.spec.node_name and pod.metadata.name not in self.bound:
+                        self.bound[pod.metadata.name] = time.time()
+                    if self._stop.is_set():
+                        break
+            except Exception:
+                time.sleep(0.2)
+
+    def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while len(self.bound) < count and time.time() < deadline:
+            time.sleep(0.2)
+        if len(self.bound) < count:
+            raise SystemExit(f"only {len(self.bound)} of {count} pods bound within {timeout}s")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def create_namespace(core: Any, name: str) -> None:
+    core.create_namespace({"metadata": {"name": name}})
+
+
+def delete_namespace(core: Any, name: str) -> None:
+    core.delete_namespace(name)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            core.read_namespace(name)
+        except client.exceptions.ApiException:
+            return
+        time.sleep(1)
+
+
+def parallel(function: Any, items: list[Any], workers: int = 16) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(function, items))
+
+
+def bench_kube_scheduler(core: Any, pods: int, regions: list[str]) -> dict[str, float]:
+    namespace = f"bench-ks-{int(time.time())}"
+    create_namespace(core, namespace)
+    watcher = BindWatcher(core, namespace)
+    bodies = [
+        {
+            "metadata": {"name": f"plain-{i}"},
+            "spec": {
+                "nodeSelector": {"topology.kubernetes.io/region": regions[i % len(regions)]},
+                "containers": [
+                    {"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+                ],
+            },
+        }
+        for i in range(pods)
+    ]
+    created: dict[str, float] = {}
+
+    def create(body: dict[str, Any]) -> None:
+        created[body["metadata"]["name"]] = time.time()
+        core.create_namespaced_pod(namespace, body)
+
+    started = time.time()
+    parallel(create, bodies)
+    watcher.wait_for(pods, timeout=900)
+    elapsed = max(watcher.bound.values()) - started
+    latencies = [watcher.bound[name] - created[name] for name in created]
+    watcher.stop()
+    delete_namespace(core, namespace)
+    return {"pods": pods, "seconds": elapsed, "pods_per_second": pods / elapsed,
+            "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99)}  # fmt: skip
+
+
+def start_operator() -> tuple[subprocess.Popen[bytes], int, Any]:
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="bench-operator-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tsunagu.cli", "run", "--liveness-port", str(port),
+         "--metrics-port", "0", "--retry-interval", "5", "--bind-concurrency", "16"],
+        env={**os.environ, "KUBECONFIG": kubeconfig()}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return process, port, log
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"operator did not become healthy; log: {log.name}")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_tsunagu(core: Any, custom: Any, jobs: int, per_job: int) -> dict[str, float]:
+    namespace = f"bench-tj-{int(time.time())}"
+    create_namespace(core, namespace)
+    watcher = BindWatcher(core, namespace)
+    process, _, log = start_operator()
+    bodies = [
+        {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob",
+            "metadata": {"name": f"job-{i:04d}"},
+            "spec": {"replicas": per_job, "gpusPerReplica": 1,
+                     "template": {"spec": {"containers": [{"name": "t", "image": "x"}]}}},
+        }
+        for i in range(jobs)
+    ]  # fmt: skip
+    created: dict[str, float] = {}
+
+    def create(body: dict[str, Any]) -> None:
+        created[body["metadata"]["name"]] = time.time()
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", body)
+
+    started = time.time()
+    parallel(create, bodies)
+    watcher.wait_for(jobs * per_job, timeout=900)
+    elapsed = max(watcher.bound.values()) - started
+    per_gang = []
+    for name, at in created.items():
+        pods = [watcher.bound[f"{name}-{rank}"] for rank in range(per_job)]
+        per_gang.append(max(pods) - at)
+    peak = rss_mb(process.pid)
+    process.terminate()
+    process.wait(timeout=60)
+    watcher.stop()
+    delete_namespace(core, namespace)
+    return {"pods": jobs * per_job, "seconds": elapsed, "pods_per_second": jobs * per_job / elapsed,
+            "p50": percentile(per_gang, 0.5), "p99": percentile(per_gang, 0.99), "rss_mb": peak,
+            "log": log.name}  # fmt: skip
+
+
+def bench_memory(core: Any, custom: Any, jobs: int) -> dict[str, float]:
+    """RSS of the operator holding `jobs` TrainingJobs (pending: their dataset does not exist)."""
+    namespace = f"bench-mem-{int(time.time())}"
+    create_namespace(core, namespace)
+    bodies = [
+        {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob",
+            "metadata": {"name": f"mem-{i:05d}"},
+            "spec": {"replicas": 1, "gpusPerReplica": 1, "datasetRef": {"name": "absent"},
+                     "template": {"spec": {"containers": [{"name": "t", "image": "x"}]}}},
+        }
+        for i in range(jobs)
+    ]  # fmt: skip
+    parallel(
+        lambda b: custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "trainingjobs", b
+        ),
+        bodies,
+    )
+    process, _, _ = start_operator()
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs")
+        done = sum(1 for item in listed["items"] if (item.get("status") or {}).get("conditions"))
+        if done >= jobs:
+            break
+        time.sleep(5)
+    resident = rss_mb(process.pid)
+    process.terminate()
+    process.wait(timeout=60)
+    delete_namespace(core, namespace)
+    return {"jobs": jobs, "rss_mb": resident}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--pods-per-job", type=int, default=8)
+    parser.add_argument("--memory-jobs", type=int, default=10000)
+    args = parser.parse_args()
+    core, custom = api()
+    items = japan_regions()
+    for item in items:
+        try:
+            custom.create_cluster_custom_object(GROUP, VERSION, "regions", item)
+        except client.exceptions.ApiException as error:
+            if error.status != 409:
+                raise
+    regions = [item["metadata"]["name"] for item in items]
+    nodes = len(core.list_node(label_selector="type=kwok").items)
+    pods = args.jobs * args.pods_per_job
+    baseline = bench_kube_scheduler(core, pods, regions)
+    ours = bench_tsunagu(core, custom, args.jobs, args.pods_per_job)
+    memory = bench_memory(core, custom, args.memory_jobs) if args.memory_jobs else None
+    print(
+        json.dumps(
+            {"nodes": nodes, "kube_scheduler": baseline, "tsunagu": ours, "memory": memory},
+            indent=2,
+        )
+    )
+    print(
+        f"\n| {nodes} nodes, {args.jobs} jobs × {args.pods_per_job} pods "
+        "| pods bound/s | p50 create→bound | p99 |"
+    )
+    print("|---|---|---|---|")
+    print(
+        f"| kube-scheduler (plain pods, region selector) | {baseline['pods_per_second']:.0f} | "
+        f"{baseline['p50'] * 1000:.0f} ms (per pod) | {baseline['p99'] * 1000:.0f} ms |"
+    )
+    print(
+        f"| tsunagu (gangs, Bind mode) | {ours['pods_per_second']:.0f} "
+        f"({ours['pods_per_second'] / baseline['pods_per_second']:.2f}×) | "
+        f"{ours['p50'] * 1000:.0f} ms (per gang) | {ours['p99'] * 1000:.0f} ms |"
+    )
+    if memory:
+        print(f"\nOperator RSS with {memory['jobs']} TrainingJobs: {memory['rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
