@@ -165,7 +165,7 @@ def _evaluate(
         return reject(
             Reason.InsufficientCapacity,
             f"gang of {job.replicas} × {job.gpus_per_replica} GPUs{product} does not fit: "
-            f"room for {slots} replica(s)",
+            f"room for {slots} of {job.replicas} replicas",
         )
     return _Evaluation(region, _FEASIBLE_STAGE, "", path, loss)
 
