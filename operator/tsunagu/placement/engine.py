@@ -118,7 +118,7 @@ def _evaluate(
     path: DataPath | None = None
     loss: float | None = 0.0
     if dataset is not None:
-        path = nearest_copy(snapshot.latency, region, sites, snapshot.now)
+        path = snapshot.data_path(region, sites)
         loss = (
             None
             if path is None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec
 from tsunagu.placement.capacity import add_to_histogram, pack_gang, replica_slots
+from tsunagu.placement.datapath import DataPath, nearest_copy
 from tsunagu.placement.latency import LatencyMatrix
 
 
@@ -80,7 +81,7 @@ def _assign_regions(regions: Mapping[str, RegionSpec], nodes: Iterable[NodeInfo]
 class ClusterSnapshot:
     """Regions with their free GPUs per node, datasets and latency, at one moment."""
 
-    __slots__ = ("_datasets", "_node_region", "_regions", "latency", "now")
+    __slots__ = ("_datasets", "_node_region", "_path_cache", "_regions", "latency", "now")
 
     def __init__(
         self,
@@ -89,12 +90,16 @@ class ClusterSnapshot:
         datasets: Mapping[tuple[str, str], DatasetSpec],
         latency: LatencyMatrix,
         now: float,
+        path_cache: dict[tuple[str, tuple[str, ...]], DataPath | None] | None = None,
     ) -> None:
         self._regions = regions
         self._node_region = node_region
         self._datasets = datasets
         self.latency = latency
         self.now = now
+        # Latency and time never change between a snapshot and those derived from it, so the
+        # paths to data computed for one decision hold for every later one in the batch.
+        self._path_cache = {} if path_cache is None else path_cache
 
     @classmethod
     def build(
@@ -261,7 +266,21 @@ class ClusterSnapshot:
             regions[region_name] = replace(
                 state, free=free, histograms=histograms, total_histogram=total_histogram
             )
-        return ClusterSnapshot(regions, self._node_region, self._datasets, self.latency, self.now)
+        return ClusterSnapshot(
+            regions, self._node_region, self._datasets, self.latency, self.now, self._path_cache
+        )
+
+    # Latency -----------------------------------------------------------------------------
+
+    def data_path(self, region: str, sites: tuple[str, ...]) -> DataPath | None:
+        """The path from `region` to the nearest of `sites` (see `datapath.nearest_copy`)."""
+        key = (region, sites)
+        try:
+            return self._path_cache[key]
+        except KeyError:
+            path = nearest_copy(self.latency, region, sites, self.now)
+            self._path_cache[key] = path
+            return path
 
     # Datasets ----------------------------------------------------------------------------
 
