@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# The demo: data in Tokyo, Tokyo busy, jobs placed elsewhere by *measured* latency.
+#   hack/demo.sh up     (make demo runs it after hack/cluster.sh up)
+#   hack/demo.sh down   stop everything `up` started and delete what it applied
+#
+# `up` starts, on this machine: one `tsunagu probe` per region on loopback with delay proxies
+# between them (hack/demo_network.py), a Prometheus scraping them (hack/prometheus.sh), and the
+# operator, run as the Helm chart's ServiceAccount (a TokenRequest token, nothing more), reading
+# the latency from that Prometheus. The chart itself is installed into the cluster (its pod runs
+# on a simulated kwok node, where nothing executes). Then examples/ is applied and the outcome is
+# read back from the TrainingJobs' status. Pid files and logs live in .cluster/demo/.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STATE="${TSUNAGU_STATE:-$REPO_ROOT/.cluster}/demo"
+PYTHON=${PYTHON:-$REPO_ROOT/.venv/bin/python}
+KUBECTL="$K8S_BIN/kubectl"
+HELM="$HELM_BIN/helm"
+ADMIN_KUBECONFIG=$("$HACK_DIR/cluster.sh" kubeconfig)
+OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
+CHART_NAMESPACE=tsunagu-system
+RELEASE=tsunagu
+PROM_PORT=${DEMO_PROM_PORT:-9090}
+METRICS_PORT=${DEMO_METRICS_PORT:-8080}
+LIVENESS_PORT=${DEMO_LIVENESS_PORT:-8081}
+PROM_URL="http://127.0.0.1:$PROM_PORT"
+EXAMPLES="$REPO_ROOT/examples"
+
+# wait_for silences its predicate; a predicate that finds a dead process reports on fd 3.
+exec 3>&2
+gone() {
+  tail -n 30 "$2" >&3 || true
+  printf '[tsunagu] error: %s exited (log: %s)\n' "$1" "$2" >&3
+  exit 1
+}
+
+kubectl_() { "$KUBECTL" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+prometheus_() { PROM_PORT=$PROM_PORT TSUNAGU_STATE="$STATE/prometheus" "$HACK_DIR/prometheus.sh" "$@"; }
+
+# The pid in FILE if that process is alive and its command line contains PATTERN (a recycled pid
+# belongs to someone else and is never signalled).
+live_pid() {
+  local file=$1 pattern=$2 pid
+  [[ -f $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern" || return 1
+  echo "$pid"
+}
+
+# SIGTERM, then up to 20 s for a clean exit, then SIGKILL.
+stop_pid() {
+  local pid=$1 what=$2 deadline=$(( $(date +%s) + 20 ))
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while kill -0 "$pid" 2>/dev/null; do
+    if (( $(date +%s) >= deadline )); then
+      log "$what (pid $pid) ignored SIGTERM for 20 s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  log "stopped $what (pid $pid)"
+}
+
+cluster_answers() { kubectl_ get --raw /readyz >/dev/null 2>&1; }
+
+start_network() {
+  log "starting the latency network: one probe per region, delay proxies between them"
+  rm -f "$STATE/network/ready"
+  "$PYTHON" "$HACK_DIR/demo_network.py" serve "$STATE/network" >"$STATE/network.log" 2>&1 </dev/null &
+  echo $! >"$STATE/network.pid"
+  network_ready() {
+    live_pid "$STATE/network.pid" demo_network.py >/dev/null || gone "the latency network" "$STATE/network.log"
+    [[ -f $STATE/network/ready ]]
+  }
+  wait_for 60 "the probes to answer" network_ready
+}
+
+install_chart() {
+  log "installing the Helm chart into $CHART_NAMESPACE (Pod Security: restricted)"
+  kubectl_ apply --server-side -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $CHART_NAMESPACE
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/warn: restricted
+EOF
+  "$HELM" upgrade --install "$RELEASE" "$REPO_ROOT/charts/tsunagu" --kubeconfig "$ADMIN_KUBECONFIG" \
+    --namespace "$CHART_NAMESPACE" --set operator.prometheus.url="$PROM_URL" \
+    --wait --timeout 120s >"$STATE/helm.log" 2>&1 \
+    || { cat "$STATE/helm.log" >&2; die "helm install failed"; }
+}
+
+# A kubeconfig that is the chart's ServiceAccount and nothing more: the operator below can do
+# exactly what the chart's RBAC grants.
+write_operator_kubeconfig() {
+  local token server ca
+  token=$(kubectl_ create token "$RELEASE" -n "$CHART_NAMESPACE" --duration 24h) \
+    || die "could not get a token for ServiceAccount $CHART_NAMESPACE/$RELEASE"
+  server=$(kubectl_ config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$(kubectl_ config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+  rm -f "$OPERATOR_KUBECONFIG"
+  local k=("$KUBECTL" --kubeconfig "$OPERATOR_KUBECONFIG")
+  "${k[@]}" config set-cluster demo --server="$server" >/dev/null
+  if [[ -n $ca ]]; then
+    "${k[@]}" config set clusters.demo.certificate-authority-data "$ca" >/dev/null
+  else
+    "${k[@]}" config set-cluster demo --insecure-skip-tls-verify=true >/dev/null
+  fi
+  "${k[@]}" config set-credentials "$RELEASE" --token="$token" >/dev/null
+  "${k[@]}" config set-context "$RELEASE" --cluster=demo --user="$RELEASE" >/dev/null
+  "${k[@]}" config use-context "$RELEASE" >/dev/null
+  chmod 600 "$OPERATOR_KUBECONFIG"
+}
+
+start_operator() {
+  port_free "$METRICS_PORT"
+  port_free "$LIVENESS_PORT"
+  log "starting the operator as ServiceAccount $CHART_NAMESPACE/$RELEASE, latency from $PROM_URL"
+  KUBECONFIG="$OPERATOR_KUBECONFIG" "$PYTHON" -m tsunagu.cli run \
+    --prometheus-url "$PROM_URL" --latency-interval 2 \
+    --metrics-port "$METRICS_PORT" --liveness-port "$LIVENESS_PORT" --log-format plain \
+    >"$STATE/operator.log" 2>&1 </dev/null &
+  echo $! >"$STATE/operator.pid"
+  operator_healthy() {
+    live_pid "$STATE/operator.pid" tsunagu.cli >/dev/null || gone "the operator" "$STATE/operator.log"
+    curl -fsS -o /dev/null "http://127.0.0.1:$LIVENESS_PORT/healthz"
+  }
+  wait_for 60 "the operator to answer on /healthz" operator_healthy
+}
+
+# True once the operator shows, in Region tokyo's status, a Prometheus measurement to every
+# other region: from here on decisions use the measured network, not the declared links.
+latency_measured() {
+  local sources
+  sources=$(kubectl_ get region tokyo -o jsonpath='{range .status.links[*]}{.source}{"\n"}{end}')
+  (( $(grep -c '^Prometheus$' <<<"$sources") >= 4 ))
+}
+
+every_job_decided() {
+  local reasons total
+  total=$(kubectl_ get trainingjobs -n team-a --no-headers 2>/dev/null | wc -l)
+  reasons=$(kubectl_ get trainingjobs -n team-a \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Scheduled")].reason}{"\n"}{end}')
+  (( total > 0 )) && (( $(grep -c . <<<"$reasons") == total ))
+}
+
+placed_jobs_running() {
+  local replicas running
+  while read -r replicas running; do
+    [[ -z $replicas || $replicas == "${running:-0}" ]] || return 1
+  done < <(kubectl_ get trainingjobs -n team-a \
+    -o jsonpath='{range .items[?(@.status.region)]}{.spec.replicas} {.status.runningReplicas}{"\n"}{end}')
+}
+
+up() {
+  local started=$SECONDS
+  need curl
+  cluster_answers || die "the cluster does not answer; run 'make demo' (it starts the cluster first)"
+  [[ -x $PYTHON ]] || die "no Python at $PYTHON (run 'make venv')"
+  down_processes
+  mkdir -p "$STATE"
+  start_network
+  prometheus_ up "$STATE/network/prometheus.yml" >/dev/null
+  install_chart
+  write_operator_kubeconfig
+
+  log "applying examples/: namespaces, Regions, Datasets, and the inference fleet that fills Tokyo"
+  kubectl_ apply --server-side --force-conflicts -f "$EXAMPLES/00-namespaces.yaml" \
+    -f "$EXAMPLES/10-regions.yaml" -f "$EXAMPLES/20-datasets.yaml" \
+    -f "$EXAMPLES/30-tokyo-busy.yaml" >/dev/null
+  kubectl_ rollout status deployment/inference-tokyo -n serving --timeout=90s >/dev/null \
+    || die "the inference fleet did not start in Tokyo"
+
+  start_operator
+  wait_for 120 "measured latency (Prometheus) in Region tokyo's status" latency_measured
+
+  log "submitting the TrainingJobs (examples/40-trainingjobs.yaml)"
+  kubectl_ apply --server-side --force-conflicts -f "$EXAMPLES/40-trainingjobs.yaml" >/dev/null
+  wait_for 60 "a decision for every TrainingJob" every_job_decided
+  wait_for 60 "the placed jobs' workers to run" placed_jobs_running
+
+  KUBECTL=$KUBECTL "$PYTHON" "$HACK_DIR/demo_network.py" summary --kubeconfig "$ADMIN_KUBECONFIG"
+  cat <<EOF
+
+Demo up in $(( SECONDS - started )) s. Look around:
+  export KUBECONFIG=$ADMIN_KUBECONFIG
+  kubectl get trainingjobs -A            kubectl describe trainingjob -n team-a llm-finetune
+  kubectl get regions                    kubectl get pods -n team-a -o wide
+  Prometheus $PROM_URL (tsunagu_probe_rtt_seconds)   operator metrics http://127.0.0.1:$METRICS_PORT/metrics
+  operator log $STATE/operator.log
+Free Tokyo (kubectl scale deployment/inference-tokyo -n serving --replicas=2) and watch
+scan-segmentation start at home. Stop everything with: make demo-down
+EOF
+}
+
+# The local processes only: operator, Prometheus, probes and proxies.
+down_processes() {
+  local pid
+  if pid=$(live_pid "$STATE/operator.pid" tsunagu.cli); then stop_pid "$pid" operator; fi
+  rm -f "$STATE/operator.pid"
+  if [[ -d $STATE/prometheus ]]; then prometheus_ down >/dev/null 2>&1 || true; fi
+  if pid=$(live_pid "$STATE/network.pid" demo_network.py); then stop_pid "$pid" "latency network"; fi
+  rm -f "$STATE/network.pid"
+  # A probe outlives the network process only if that was killed; its pid was recorded.
+  if [[ -f $STATE/network/probes.pids ]]; then
+    while read -r pid; do
+      [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "tsunagu.cli probe" \
+        && stop_pid "$pid" "probe"
+    done <"$STATE/network/probes.pids"
+    rm -f "$STATE/network/probes.pids"
+  fi
+}
+
+down() {
+  down_processes
+  if cluster_answers; then
+    log "deleting the example objects and the chart"
+    kubectl_ delete -f "$EXAMPLES" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    "$HELM" uninstall "$RELEASE" --namespace "$CHART_NAMESPACE" --kubeconfig "$ADMIN_KUBECONFIG" \
+      >/dev/null 2>&1 || true
+    kubectl_ delete namespace "$CHART_NAMESPACE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  fi
+  rm -f "$OPERATOR_KUBECONFIG"
+  log "demo stopped"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) die "usage: $(basename "$0") up|down" ;;
+esac

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""The Python half of `make demo` (hack/demo.sh runs it).
+
+  demo_network.py serve STATE_DIR [--topology FILE]   the latency network, until SIGTERM
+  demo_network.py summary [--kubeconfig FILE]         the story, read from the objects' status
+
+`serve` runs one `tsunagu probe` per region of the topology on loopback, each measuring every
+other region through a delay proxy of its own, so the probes see the topology's distances (Tokyo↔
+Osaka ≈ 6 ms, Tokyo↔Fukuoka ≈ 15 ms, …). It writes STATE_DIR/prometheus.yml (scrape config for
+the probes), STATE_DIR/probes.pids and, once every probe answers, STATE_DIR/ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.latency_harness import LatencyMesh, prometheus_config  # noqa: E402
+
+DEFAULT_TOPOLOGY = REPO_ROOT / "hack" / "topology" / "japan.yaml"
+SCRAPE_INTERVAL_SECONDS = 1.0
+PROBE_INTERVAL_SECONDS = 0.5
+
+
+def declared_rtts(topology: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+    """Declared links both ways; where both sides declare one, the larger RTT counts (DESIGN §4)."""
+    rtts: dict[tuple[str, str], float] = {}
+    for region in topology["regions"]:
+        for link in region.get("links") or []:
+            for pair in ((region["name"], link["to"]), (link["to"], region["name"])):
+                rtts[pair] = max(rtts.get(pair, 0.0), float(link["rttMs"]))
+    return rtts
+
+
+def all_pair_rtts(topology: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+    """Every pair gets an RTT: its declared link, else the shortest path over declared links
+    (traffic between two sites without a direct link is routed through the others)."""
+    names = [region["name"] for region in topology["regions"]]
+    declared = declared_rtts(topology)
+    result: dict[tuple[str, str], float] = {}
+    for source in names:
+        distance = {source: 0.0}
+        queue = [(0.0, source)]
+        while queue:
+            here_ms, here = heapq.heappop(queue)
+            if here_ms > distance.get(here, float("inf")):
+                continue
+            for (a, b), rtt in declared.items():
+                if a == here and here_ms + rtt < distance.get(b, float("inf")):
+                    distance[b] = here_ms + rtt
+                    heapq.heappush(queue, (distance[b], b))
+        for target in names:
+            if target == source:
+                continue
+            if target not in distance:
+                sys.exit(f"topology: region {target} is not linked to {source} by any path")
+            result[(source, target)] = declared.get((source, target), distance[target])
+    return result
+
+
+def serve(state_dir: Path, topology_path: Path) -> int:
+    topology = yaml.safe_load(topology_path.read_text(encoding="utf-8"))
+    names = [region["name"] for region in topology["regions"]]
+    rtts = all_pair_rtts(topology)
+    # One proxy per ordered pair takes the whole pair's RTT: half of it in each direction.
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "ready").unlink(missing_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    mesh = LatencyMesh(names, state_dir / "probes", rtts, probe_interval=PROBE_INTERVAL_SECONDS)
+    with mesh:
+        (state_dir / "probes.pids").write_text(
+            "".join(f"{probe.process.pid}\n" for probe in mesh.probes.values()), encoding="utf-8"
+        )
+        (state_dir / "prometheus.yml").write_text(
+            prometheus_config(mesh.metrics_targets, SCRAPE_INTERVAL_SECONDS), encoding="utf-8"
+        )
+        table = {f"{a}->{b}": rtt for (a, b), rtt in sorted(rtts.items())}
+        (state_dir / "ready").write_text(json.dumps(table, indent=1), encoding="utf-8")
+        print(f"latency network up: {len(names)} probes, {len(rtts)} delayed paths", flush=True)
+        while not stop.wait(1.0):
+            dead = [region for region, probe in mesh.probes.items() if probe.process.poll()]
+            if dead:
+                print(f"probes exited: {dead}\n{mesh.logs()}", file=sys.stderr, flush=True)
+                return 1
+    (state_dir / "ready").unlink(missing_ok=True)
+    return 0
+
+
+# --- the summary ------------------------------------------------------------------------------
+
+
+def kubectl_json(kubeconfig: str | None, *args: str) -> Any:
+    kubectl = os.environ.get("KUBECTL", "kubectl")  # demo.sh passes the one hack/tools.sh built
+    command = [kubectl, *(["--kubeconfig", kubeconfig] if kubeconfig else []), "get", *args]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output)
+
+
+def condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for item in (job.get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return {}
+
+
+def _ms(value: object) -> str:
+    return f"{value:.1f} ms" if isinstance(value, int | float) else "-"
+
+
+def _loss(value: object) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "-"
+
+
+def render_table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def summary(kubeconfig: str | None) -> int:
+    regions = kubectl_json(kubeconfig, "regions", "-o", "json")["items"]
+    jobs = kubectl_json(kubeconfig, "trainingjobs", "-A", "-o", "json")["items"]
+    print("\nMeasured latency from Tokyo, where the data lives (Region tokyo, status.links):")
+    for region in regions:
+        if region["metadata"]["name"] != "tokyo":
+            continue
+        for link in (region.get("status") or {}).get("links") or []:
+            print(f"  tokyo → {link['to']:<10} {_ms(link.get('rttMs')):>9}   ({link['source']})")
+    rows = [("JOB", "REGION", "RTT", "PREDICTED LOSS", "SCHEDULED", "RUNNING")]
+    jobs.sort(key=lambda job: (-int(job["spec"].get("priority", 0)), job["metadata"]["name"]))
+    for job in jobs:
+        status = job.get("status") or {}
+        placement = status.get("placement") or {}
+        scheduled = condition(job, "Scheduled")
+        rows.append(
+            (
+                f"{job['metadata']['namespace']}/{job['metadata']['name']}",
+                status.get("region") or "(pending)",
+                _ms(placement.get("rttMs")) if status.get("region") else "-",
+                _loss(placement.get("predictedThroughputLoss")) if status.get("region") else "-",
+                scheduled.get("reason", "(no decision yet)"),
+                f"{status.get('runningReplicas', 0)}/{job['spec']['replicas']}",
+            )
+        )
+    print("\nWhere the TrainingJobs went (kubectl get trainingjobs -A):")
+    print(render_table(rows))
+    print("\nWhy not elsewhere (status.placement.alternatives, and the Scheduled condition):")
+    for job in jobs:
+        name = job["metadata"]["name"]
+        status = job.get("status") or {}
+        scheduled = condition(job, "Scheduled")
+        if not status.get("region"):
+            print(f"  {name}: waits — {scheduled.get('reason')}: {scheduled.get('message', '')}")
+            continue
+        others = (status.get("placement") or {}).get("alternatives") or []
+        reasons = ", ".join(
+            f"{alt['region']} {alt.get('reason') or alt.get('verdict')}"
+            + (f" ({_ms(alt['rttMs'])})" if isinstance(alt.get("rttMs"), int | float) else "")
+            for alt in others
+        )
+        print(f"  {name}: {status['region']}; not {reasons or '(no other region)'}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the latency network until SIGTERM")
+    serve_parser.add_argument("state_dir", type=Path)
+    serve_parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
+    summary_parser = commands.add_parser("summary", help="print where the jobs went and why")
+    summary_parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    args = parser.parse_args()
+    if args.command == "serve":
+        return serve(args.state_dir, args.topology)
+    return summary(args.kubeconfig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
