@@ -140,7 +140,7 @@ def run_experiment(config: ExperimentConfig) -> Experiment:
     notes: list[str] = []
     explored = None
     if _wants_optimal(config, topology, trace):
-        outcome = optimal.solve(trace, topology)
+        outcome = optimal.solve(trace, topology, hints=tuple(results.values()))
         explored = outcome.explored
         if outcome.result is not None:
             results["optimal"] = outcome.result

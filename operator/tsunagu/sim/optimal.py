@@ -20,7 +20,7 @@ from tsunagu.placement.engine import EngineSettings, decide
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.throughput import slowdown
 from tsunagu.sim.policies import AssignedPolicy, feasible
-from tsunagu.sim.simulator import Run, SimulationResult, base_snapshot, latency_of
+from tsunagu.sim.simulator import Run, SimulationResult, base_snapshot, latency_of, simulate
 from tsunagu.sim.topology import Topology
 from tsunagu.sim.trace import Trace
 
@@ -44,8 +44,13 @@ def solve(
     topology: Topology,
     settings: EngineSettings | None = None,
     node_budget: int = DEFAULT_NODE_BUDGET,
+    hints: Sequence[SimulationResult] = (),
 ) -> OptimalOutcome:
-    """The assignment with the lowest total (so mean) JCT, found exhaustively."""
+    """The assignment with the lowest total (so mean) JCT, found exhaustively.
+
+    `hints` are results of online policies: their region choices, replayed, give the search a
+    good first bound to prune with (they never change the optimum it finds).
+    """
     settings = settings or EngineSettings()
     latency = latency_of(topology)
     options = _options(trace, topology, settings, latency)
@@ -60,6 +65,19 @@ def solve(
         if not choices:
             policy.assignment[job.key] = topology.region_names()[0]
     search = _Search(trace, options, fastest, policy, node_budget)
+    allowed = [{region for region, _ in choices} for choices in options]
+    for hint in hints:
+        chosen = {outcome.key: outcome.region for outcome in hint.outcomes}
+        if all(
+            chosen.get(job.key) in allowed[index]
+            for index, job in enumerate(trace.jobs)
+            if allowed[index]
+        ):
+            replay = AssignedPolicy(
+                topology.region_names(), {**policy.assignment, **chosen}, settings
+            )
+            replay.name = policy.name
+            search.offer(simulate(trace, topology, replay, latency))
     try:
         search.explore(Run(trace, topology, policy, latency))
     except _OutOfBudget:
@@ -100,7 +118,14 @@ class _Search:
         self.best_total = float("inf")
         self.best_result: SimulationResult | None = None
 
+    def offer(self, result: SimulationResult) -> None:
+        total = sum(outcome.jct_seconds for outcome in result.outcomes)
+        if total < self.best_total:
+            self.best_total, self.best_result = total, result
+
     def lower_bound(self, run: Run) -> float:
+        # A job still waiting after this instant can start at the next event at the earliest.
+        earliest = run.now if run.done else run.next_time()
         total = 0.0
         for index, job in enumerate(self.jobs):
             outcome = run.outcomes.get(index)
@@ -109,7 +134,7 @@ class _Search:
             elif not self.options[index]:
                 continue
             elif index < run.next_arrival:
-                total += run.now - job.arrival_seconds + self.fastest[index]
+                total += earliest - job.arrival_seconds + self.fastest[index]
             else:
                 total += self.fastest[index]
         return total
@@ -121,8 +146,7 @@ class _Search:
         if self.lower_bound(run) >= self.best_total - _EPSILON:
             return
         if run.done:
-            self.best_total = sum(o.jct_seconds for o in run.outcomes.values())
-            self.best_result = run.result()
+            self.offer(run.result())
             return
         arriving = [index for index in run.arrivals_at(run.next_time()) if self.options[index]]
         self._assign(run, arriving, 0)

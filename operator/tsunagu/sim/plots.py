@@ -18,6 +18,8 @@ from tsunagu.sim.simulator import SimulationResult
 from tsunagu.sim.topology import Topology
 
 _HIGHLIGHT = "tsunagu"
+# On a crowded curve only these regions get a name.
+_LOSS_LABELS = ("kanagawa", "miyagi", "osaka", "hiroshima", "hokkaido", "kagoshima", "okinawa")
 _STYLE = {
     "figure.dpi": 110,
     "axes.spines.top": False,
@@ -74,8 +76,7 @@ def latency_heatmap(plt: Any, path: Path, topology: Topology, latency: LatencyMa
     grid = np.ma.masked_invalid(np.array(_rtt_grid(topology, latency)))
     size = min(11.0, 3.0 + 0.17 * len(names))
     figure, axes = plt.subplots(figsize=(size + 1.2, size))
-    cmap = plt.get_cmap("magma_r").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("magma_r").with_extremes(bad="#dddddd")
     image = axes.imshow(grid, cmap=cmap, vmin=0)
     small = len(names) <= 12
     font = 9 if small else 5.5
@@ -139,28 +140,36 @@ def loss_curve(plt: Any, path: Path, topology: Topology, latency: LatencyMatrix)
     names = topology.region_names()
     home = "tokyo" if "tokyo" in names else names[0]
     with_gpus = {name for name, gpus in topology.gpus_by_region().items() if gpus > 0}
+    points = []
     for name in names:
         link = latency.link(home, name, 0.0)
-        if name == home or name not in with_gpus or link is None or link.rtt_ms > limit:
-            continue
-        loss = 100 * reference_loss(link.rtt_ms)
-        axes.plot([link.rtt_ms], [loss], "s", color="#ff7f0e", markersize=5, zorder=4)
-        axes.annotate(
-            name,
-            (link.rtt_ms, loss),
-            textcoords="offset points",
-            xytext=(4, -10),
-            fontsize=7,
-            color="#7f3f00",
-        )
+        if name != home and name in with_gpus and link is not None and link.rtt_ms <= limit:
+            points.append((link.rtt_ms, 100 * reference_loss(link.rtt_ms), name))
+    points.sort()
     axes.plot(
-        [],
-        [],
+        [point[0] for point in points],
+        [point[1] for point in points],
         "s",
         color="#ff7f0e",
         markersize=5,
-        label=f"regions with GPUs, seen from {home} ({topology.name})",
+        zorder=4,
+        label=f"regions with GPUs, seen from {home}",
     )
+    labelled = {name for _, _, name in points} if len(points) <= 8 else set(_LOSS_LABELS)
+    shown = [point for point in points if point[2] in labelled]
+    for index, (rtt, loss, name) in enumerate(shown):
+        # Alternate sides so that neighbours on the curve do not print over each other.
+        above = index % 2 == 0
+        axes.annotate(
+            name,
+            (rtt, loss),
+            textcoords="offset points",
+            xytext=(-10, 12) if above else (10, -16),
+            ha="right" if above else "left",
+            fontsize=8,
+            color="#7f3f00",
+            arrowprops={"arrowstyle": "-", "color": "#c08050", "linewidth": 0.6},
+        )
     axes.set_xlim(0, limit)
     axes.set_ylim(0, 100 * reference_loss(limit) * 1.08)
     axes.set_xlabel("RTT between compute and data (ms)")

@@ -92,7 +92,7 @@ def load_trace(path: str) -> Trace:
     for (where, _), job in zip(rows, jobs, strict=True):
         if job.key in seen:
             raise SimInputError(
-                path, f"{where}.name", f"repeats {job.spec.name} of {seen[job.key]}"
+                path, f"{where} ({job.spec.name}).name", f"repeats the job of {seen[job.key]}"
             )
         seen[job.key] = where
     return Trace.of(jobs)
@@ -264,7 +264,11 @@ def _job(path: str, where: str, fields: dict[str, Any]) -> TraceJob:
     mode = row.choice(
         "residency", ResidencyMode, ResidencyMode.RemoteAccess, "Pinned, RemoteAccess, Replicated"
     )
-    if home is not None:
+    if home is None:
+        for field in ("residency", "allowedRegions", "deniedRegions", "replicaRegions"):
+            if field in fields:
+                raise row.fail(field, "needs a datasetHome")
+    else:
         dataset = make_dataset(
             f"{name}-data",
             home,
