@@ -29,6 +29,9 @@ def execute(args: argparse.Namespace) -> int:
         start_http_server(config.metrics_port)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     logging.getLogger("tsunagu").setLevel(logging.DEBUG if config.verbose else logging.INFO)
+    if not config.verbose:
+        # "Handler succeeded" for every watch event would drown what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         asyncio.run(
             kopf.operator(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -41,7 +41,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # Our own Events carry the condition's reason; Kopf's per-handler log Events would be noise.
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -203,7 +204,7 @@ async def dataset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
         try:
             rt.view.upsert_dataset(body)
         except SpecError as error:
-            kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=str(error))
+            logger.warning("dataset not usable: %s", error)
     rt.queue.wake()
 
 

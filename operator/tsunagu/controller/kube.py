@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -14,6 +15,8 @@ from kubernetes.client.exceptions import ApiException
 from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
 
 logger = logging.getLogger(__name__)
+
+COMPONENT = "tsunagu"
 T = TypeVar("T")
 
 
@@ -94,6 +97,9 @@ class Kube:
                 raise
 
     # --- status -------------------------------------------------------------------------------
+    def create_event(self, body: Mapping[str, Any]) -> None:
+        self.core.create_namespaced_event(body["metadata"]["namespace"], body)
+
     def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, TRAINING_JOBS, name, {"status": status}
@@ -108,6 +114,35 @@ class Kube:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, DATASETS, name, {"status": status}
         )
+
+
+def event_body(
+    involved: Mapping[str, Any], kind: str, reason: str, message: str, now: str
+) -> dict[str, Any]:
+    """A core/v1 Event about `involved`, reported by the tsunagu component."""
+    metadata = involved["metadata"]
+    namespace = metadata.get("namespace") or "default"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata['name']}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": metadata["name"],
+            "namespace": namespace,
+            "uid": metadata.get("uid"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": socket.gethostname()[:128],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 def is_not_found(error: BaseException) -> bool:

@@ -245,7 +245,7 @@ async def check_latency_budgets(rt: Runtime) -> None:
         dataset = rt.view.datasets.get((job.namespace, job.dataset_ref or ""))
         if dataset is None:
             continue
-        met, rtt = latency_budget_status(job, dataset, region, matrix, now)
+        met, rtt = latency_budget_status(job, dataset, region, matrix, now, rt.settings)
         await _latency_verdict(rt, job, int(body["metadata"].get("generation") or 0), now, met, rtt)
 
 

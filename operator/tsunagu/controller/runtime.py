@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from tsunagu.controller.assume import AssumeCache
 from tsunagu.controller.config import OperatorConfig
-from tsunagu.controller.kube import Kube
+from tsunagu.controller.kube import Kube, event_body
 from tsunagu.controller.queue import SchedulingQueue
+from tsunagu.controller.status import timestamp
 from tsunagu.controller.statusbook import StatusBook
 from tsunagu.controller.view import ClusterView
 from tsunagu.placement.engine import EngineSettings
@@ -56,10 +56,14 @@ class Runtime:
         body = self.view.jobs.get(key)
         if body is None:
             return
+        event = event_body(body, kind, reason, message, timestamp(time.time()))
+        self.spawn(self._post(event), name=f"event {reason}")
+
+    async def _post(self, event: dict[str, Any]) -> None:
         try:
-            kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
-        except Exception:  # an Event is advice; never let it break a decision
-            logger.warning("could not post event %s on %s/%s", reason, *key, exc_info=True)
+            await self.kube.call(self.kube.create_event, event)
+        except Exception as error:  # an Event is advice; never let it break a decision
+            logger.warning("could not post event %s: %s", event["reason"], error)
 
     def job_body(self, key: JobKey) -> Mapping[str, Any] | None:
         return self.view.jobs.get(key)

@@ -100,18 +100,13 @@ def placement_status(decision: Decision, now: float) -> dict[str, Any]:
 
 def explain(decision: Decision) -> str:
     """One line a person reads in `kubectl describe`: where, at what cost, and why not elsewhere."""
+    if not decision.placed:
+        return decision.message
     rejected = [c for c in decision.candidates if not c.feasible]
     why_not = ", ".join(f"{c.region}: {c.reason}" for c in rejected[:6])
     if len(rejected) > 6:
         why_not += f", +{len(rejected) - 6} more"
-    if decision.placed:
-        head = f"placed in {decision.region}"
-        if decision.rtt_ms is not None:
-            head += f" at {decision.rtt_ms:.1f} ms RTT to the data"
-        if decision.predicted_loss is not None:
-            head += f", predicted throughput loss {decision.predicted_loss:.1%}"
-        return f"{head}; not chosen: {why_not}" if why_not else head
-    return f"{decision.message}" + (f" ({why_not})" if why_not else "")
+    return f"{decision.message}; rejected {why_not}" if why_not else decision.message
 
 
 def scheduled_condition(decision: Decision) -> ConditionUpdate:
