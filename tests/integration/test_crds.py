@@ -826,9 +826,14 @@ class Valid:
 
 
 def in_namespace(document: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
+    """The object moved into the test's namespace; a Region (cluster-scoped) gets a unique name
+    instead, since a dry-run create of a name that exists (the cluster's own fukuoka) fails."""
+
     def build(namespace: str) -> dict[str, Any]:
         result = copy.deepcopy(document)
-        if result["kind"] != "Region":
+        if result["kind"] == "Region":
+            result["metadata"]["name"] = f"crd-{uuid.uuid4().hex[:8]}"
+        else:
             result["metadata"]["namespace"] = namespace
         return result
 
@@ -962,8 +967,7 @@ VALID_OBJECTS = [
 def test_valid_object_is_accepted_with_defaults(
     cluster: Cluster, shared_namespace: str, valid: Valid
 ) -> None:
-    # Server-side dry run: full validation and defaulting, without touching cluster-scoped
-    # names (fukuoka, …) that other tests may use for real.
+    # Server-side dry run: full validation and defaulting, and nothing to clean up.
     result = create(cluster, valid.document(shared_namespace), dry_run=True)
     assert result.returncode == 0, result.stderr
     stored = json.loads(result.stdout)
