@@ -132,3 +132,17 @@ def test_plots_are_png_files(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     for name in names:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert str(tmp_path / name) in err
+
+
+def test_nothing_placeable_gives_null_means_not_nan(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.yaml"
+    trace.write_text(
+        "- {name: a, arrivalSeconds: 0, durationSeconds: 60, replicas: 64, gpusPerReplica: 8}\n"
+    )
+    code, out, _ = _run(capsys, "--topology", "small", "--trace", str(trace), "-o", "json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["policies"]["tsunagu"]["meanJctSeconds"] is None
+    assert document["unplacedJobs"]["tsunagu"] == 1

@@ -87,6 +87,9 @@ class Experiment:
         if ours and best and best.mean_jct_seconds > 0:
             gap = ours.mean_jct_seconds / best.mean_jct_seconds - 1
             lines.append(f"tsunagu mean JCT vs optimal: {gap:+.1%}")
+        unplaced = [f"{s.policy} {s.unplaced}" for s in self.summaries if s.unplaced]
+        if unplaced:
+            lines.append(f"jobs never placed (left out of the means): {', '.join(unplaced)}")
         lines += list(self.notes)
         if elapsed_seconds is not None:
             lines.append(f"simulated in {elapsed_seconds:.1f} s")

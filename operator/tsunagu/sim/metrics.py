@@ -27,17 +27,22 @@ class PolicySummary:
     cost: float
     co2_kg: float
 
-    def as_json(self) -> dict[str, float | int]:
+    def as_json(self) -> dict[str, float | int | None]:
+        # A policy that placed nothing has no mean: null, never the invalid JSON token NaN.
         return {
-            "meanJctSeconds": round(self.mean_jct_seconds, 3),
-            "p95JctSeconds": round(self.p95_jct_seconds, 3),
-            "meanQueueSeconds": round(self.mean_queue_seconds, 3),
-            "meanPredictedSlowdown": round(self.mean_predicted_slowdown, 5),
+            "meanJctSeconds": _finite(self.mean_jct_seconds, 3),
+            "p95JctSeconds": _finite(self.p95_jct_seconds, 3),
+            "meanQueueSeconds": _finite(self.mean_queue_seconds, 3),
+            "meanPredictedSlowdown": _finite(self.mean_predicted_slowdown, 5),
             "gpuUtilization": round(self.gpu_utilization, 5),
             "residencyViolations": self.residency_violations,
             "cost": round(self.cost, 3),
             "co2Kg": round(self.co2_kg, 3),
         }
+
+
+def _finite(value: float, digits: int) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

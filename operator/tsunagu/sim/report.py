@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -15,12 +16,20 @@ class _Column:
     cell: Callable[[PolicySummary], str]
 
 
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
+
+
+def _hours(seconds: float) -> str:
+    return _number(seconds / 3600, 2)
+
+
 _COLUMNS = (
     _Column("policy", lambda s: s.policy),
-    _Column("mean JCT h", lambda s: f"{s.mean_jct_seconds / 3600:.2f}"),
-    _Column("p95 JCT h", lambda s: f"{s.p95_jct_seconds / 3600:.2f}"),
-    _Column("mean queue h", lambda s: f"{s.mean_queue_seconds / 3600:.2f}"),
-    _Column("slowdown", lambda s: f"{s.mean_predicted_slowdown:.3f}"),
+    _Column("mean JCT h", lambda s: _hours(s.mean_jct_seconds)),
+    _Column("p95 JCT h", lambda s: _hours(s.p95_jct_seconds)),
+    _Column("mean queue h", lambda s: _hours(s.mean_queue_seconds)),
+    _Column("slowdown", lambda s: _number(s.mean_predicted_slowdown, 3)),
     _Column("GPU util", lambda s: f"{s.gpu_utilization:.1%}"),
     _Column("residency viol.", lambda s: str(s.residency_violations)),
     _Column("cost", lambda s: f"{s.cost:,.0f}"),
