@@ -76,7 +76,9 @@ up_kwok() {
   else
     create_kwok_cluster
   fi
-  kwokctl_ get kubeconfig >"$KUBECONFIG_PATH" || die "could not read the cluster's kubeconfig"
+  # Written aside and moved: tests reading the kubeconfig meanwhile never see a half-written file.
+  kwokctl_ get kubeconfig >"$KUBECONFIG_PATH.tmp" || die "could not read the cluster's kubeconfig"
+  mv -f "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"
   wait_for 120 "the API server to answer" answers
   create_nodes
 }

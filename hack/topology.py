@@ -45,7 +45,9 @@ def nodes(topology: dict[str, Any], per_region: int) -> list[dict[str, Any]]:
                             "kubernetes.io/hostname": f"gpu-{region['name']}-{index:04d}",
                             "topology.kubernetes.io/region": region["name"],
                             "topology.kubernetes.io/zone": zones[index % len(zones)],
-                            "nvidia.com/gpu.product": region.get("gpuProduct", "NVIDIA-H100-80GB-HBM3"),
+                            "nvidia.com/gpu.product": region.get(
+                                "gpuProduct", "NVIDIA-H100-80GB-HBM3"
+                            ),
                             "nvidia.com/gpu.count": gpus,
                         },
                     },

@@ -138,8 +138,8 @@ def events_for(cluster: Cluster, namespace: str, name: str) -> list[dict[str, An
     return list(events)
 
 
-def assert_no_gpu_overcommitted(cluster: Cluster) -> None:
-    """Checked node by node from the API: bound, non-terminal pods never exceed allocatable."""
+def _gpu_accounting(cluster: Cluster) -> tuple[dict[str, int], dict[str, int]]:
+    """(allocatable, used) GPUs per node, counted from the API independently of tsunagu's code."""
     allocatable = {
         n["metadata"]["name"]: int(n["status"].get("allocatable", {}).get("nvidia.com/gpu", "0"))
         for n in cluster.get_json("nodes")["items"]
@@ -151,10 +151,19 @@ def assert_no_gpu_overcommitted(cluster: Cluster) -> None:
             continue
         for container in pod["spec"]["containers"]:
             resources = container.get("resources") or {}
-            gpus = (resources.get("requests") or resources.get("limits") or {}).get(
-                "nvidia.com/gpu"
-            )
-            used[node] += int(gpus or 0)
+            limits = resources.get("requests") or resources.get("limits") or {}
+            used[node] += int(limits.get("nvidia.com/gpu") or 0)
+    return allocatable, used
+
+
+def free_gpus_by_node(cluster: Cluster) -> dict[str, int]:
+    allocatable, used = _gpu_accounting(cluster)
+    return {node: gpus - used.get(node, 0) for node, gpus in allocatable.items()}
+
+
+def assert_no_gpu_overcommitted(cluster: Cluster) -> None:
+    """Checked node by node from the API: bound, non-terminal pods never exceed allocatable."""
+    allocatable, used = _gpu_accounting(cluster)
     over = {
         node: (gpus, allocatable.get(node, 0))
         for node, gpus in used.items()
