@@ -9,7 +9,7 @@ import pytest
 
 from tsunagu.api.types import Objective, ResidencyMode
 from tsunagu.sim.errors import SimInputError
-from tsunagu.sim.topology import Topology, japan, small
+from tsunagu.sim.topology import Topology, japan, make_node, small
 from tsunagu.sim.trace import TraceParameters, generate
 from tsunagu.sim.trace_file import check_regions, load_trace
 
@@ -192,3 +192,20 @@ def test_replica_regions_need_replicated(tmp_path: Path) -> None:
         load_trace(path)
     assert caught.value.field == "[0] (a).replicaRegions"
     assert "Replicated" in caught.value.problem
+
+
+def test_gangs_fit_whole_nodes_of_their_home() -> None:
+    regions = tuple(region for region in small().regions if region.name in ("tokyo", "osaka"))
+    nodes = (
+        make_node("tokyo-a", "tokyo", 3, None),
+        make_node("tokyo-b", "tokyo", 3, None),
+        make_node("osaka-a", "osaka", 2, None),
+    )
+    topology = Topology("tiny", regions, nodes)
+    trace = generate(topology, TraceParameters(jobs=200), 9)
+    room = {"tokyo": [3, 3], "osaka": [2]}
+    for job in trace.jobs:
+        assert job.dataset is not None
+        per_replica = job.spec.gpus_per_replica
+        slots = sum(free // per_replica for free in room[job.dataset.home_region])
+        assert job.spec.replicas <= slots, job.spec.name

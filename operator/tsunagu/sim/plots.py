@@ -6,6 +6,7 @@ display is needed.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -251,7 +252,8 @@ def gpu_use_over_time(
         stacks = []
         for group in groups:
             members = [group] if group in top else [r for r in series if r not in top]
-            stacks.append([sum(_level(series.get(r, []), t) for r in members) for t in grid])
+            sampled = [_sample(series.get(region, []), grid) for region in members]
+            stacks.append([sum(column) for column in zip(*sampled, strict=True)] or [0] * len(grid))
         hours = [t / 3600 for t in grid]
         axes.stackplot(
             hours,
@@ -283,10 +285,11 @@ def gpu_use_over_time(
     return path
 
 
-def _level(points: Sequence[tuple[float, int]], when: float) -> int:
-    level = 0
-    for time, value in points:
-        if time > when:
-            break
-        level = value
-    return level
+def _sample(points: Sequence[tuple[float, int]], grid: Sequence[float]) -> list[int]:
+    """The step function (time, level from then on) read at each grid time."""
+    times = [time for time, _ in points]
+    values = []
+    for when in grid:
+        index = bisect.bisect_right(times, when)
+        values.append(points[index - 1][1] if index else 0)
+    return values

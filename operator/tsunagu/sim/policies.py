@@ -28,8 +28,6 @@ from tsunagu.placement.engine import allocations_of as engine_allocations_of
 from tsunagu.placement.snapshot import ClusterSnapshot
 from tsunagu.sim.trace import TraceJob
 
-_FEASIBLE = frozenset({Reason.Placed, Reason.Feasible})
-
 
 @dataclass(frozen=True)
 class Attempt:
@@ -64,7 +62,7 @@ def capacity_blocked(candidates: Sequence[Candidate]) -> frozenset[str]:
 
 
 def feasible(candidates: Sequence[Candidate]) -> list[Candidate]:
-    return [c for c in candidates if c.feasible or c.reason in _FEASIBLE]
+    return [c for c in candidates if c.feasible]
 
 
 class TsunaguPolicy:
@@ -129,7 +127,7 @@ class _RegionChooser:
         """The engine's decision for `spec` with every region but `region` excluded."""
         cache_key = (spec.key, region)
         restricted = self._restricted.get(cache_key)
-        if restricted is None or restricted.placement.objective != spec.placement.objective:
+        if restricted is None:
             others = tuple(name for name in self.regions if name != region)
             restricted = replace(spec, placement=replace(spec.placement, excluded_regions=others))
             self._restricted[cache_key] = restricted

@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tsunagu.api.types import DatasetSpec, RegionSpec
+from tsunagu.api.types import DatasetSpec
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.ordering import queue_key
 from tsunagu.placement.residency import residency_allows
@@ -199,7 +199,3 @@ def simulate(
     while not run.done:
         run.step()
     return run.result()
-
-
-def region_specs(topology: Topology) -> dict[str, RegionSpec]:
-    return {region.name: region for region in topology.regions}

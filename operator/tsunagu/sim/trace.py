@@ -179,14 +179,15 @@ class TraceParameters:
 def generate(topology: Topology, parameters: TraceParameters, seed: int) -> Trace:
     """A reproducible synthetic trace: the same topology, parameters and seed give the same jobs."""
     rng = random.Random(seed)
-    capacity = _largest_gang_by_region(topology)
+    capacity = topology.gpus_by_region()
+    node_sizes = _node_sizes(topology)
     homes, home_weights = _home_distribution(topology, parameters, capacity)
     gpu_regions = sorted(name for name, gpus in capacity.items() if gpus > 0)
     shapes = [_draw_shape(rng, parameters) for _ in range(parameters.jobs)]
     drafts = []
     for index, (replicas, per_replica, duration) in enumerate(shapes):
         home = rng.choices(homes, home_weights)[0]
-        replicas, per_replica = _fit_gang(replicas, per_replica, capacity[home])
+        replicas, per_replica = _fit_gang(replicas, per_replica, node_sizes[home])
         drafts.append((index, home, replicas, per_replica, duration))
     demand = sum(
         replicas * per_replica * duration for _, _, replicas, per_replica, duration in drafts
@@ -218,8 +219,12 @@ def generate(topology: Topology, parameters: TraceParameters, seed: int) -> Trac
     return Trace.of(jobs)
 
 
-def _largest_gang_by_region(topology: Topology) -> dict[str, int]:
-    return topology.gpus_by_region()
+def _node_sizes(topology: Topology) -> dict[str, list[int]]:
+    sizes: dict[str, list[int]] = {name: [] for name in topology.region_names()}
+    for node in topology.nodes:
+        if node.schedulable and node.region in sizes and node.allocatable_gpus > 0:
+            sizes[node.region].append(node.allocatable_gpus)
+    return sizes
 
 
 def _home_distribution(
@@ -251,13 +256,20 @@ def _weighted(rng: random.Random, choices: tuple[tuple[int, float], ...]) -> int
     return rng.choices(values, [weight for _, weight in choices])[0]
 
 
-def _fit_gang(replicas: int, per_replica: int, home_gpus: int) -> tuple[int, int]:
-    # Every job must fit its home region, so that it can always run somewhere eventually.
-    while replicas * per_replica > home_gpus and replicas > 1:
-        replicas //= 2
-    while replicas * per_replica > home_gpus and per_replica > 1:
+def _fit_gang(replicas: int, per_replica: int, home_nodes: Sequence[int]) -> tuple[int, int]:
+    """Shrinks a gang until it fits the empty home region, replica by replica on whole nodes.
+
+    Every job must fit its home so that it can always run somewhere eventually.
+    """
+
+    def slots(size: int) -> int:
+        return sum(free // size for free in home_nodes)
+
+    while per_replica > 1 and slots(per_replica) == 0:
         per_replica //= 2
-    return replicas, per_replica
+    while replicas > 1 and slots(per_replica) < replicas:
+        replicas //= 2
+    return max(1, min(replicas, slots(per_replica))), per_replica
 
 
 def _draw_dataset(
@@ -270,12 +282,8 @@ def _draw_dataset(
     modes = [mode for mode, _ in parameters.residency_weights]
     mode = ResidencyMode(rng.choices(modes, [w for _, w in parameters.residency_weights])[0])
     others = [region for region in gpu_regions if region != home]
-    if mode == ResidencyMode("Replicated") and others:
+    if mode == ResidencyMode.Replicated and others:
         return make_dataset(name, home, mode, replicas=[rng.choice(others)])
-    if (
-        mode == ResidencyMode("RemoteAccess")
-        and others
-        and rng.random() < parameters.denied_fraction
-    ):
+    if mode == ResidencyMode.RemoteAccess and others and rng.random() < parameters.denied_fraction:
         return make_dataset(name, home, mode, denied=[rng.choice(others)])
     return make_dataset(name, home, mode)
