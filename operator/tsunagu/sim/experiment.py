@@ -76,8 +76,8 @@ class Experiment:
         lines = [
             "",
             f"topology {self.topology.name}: {len(self.topology.regions)} regions, "
-            f"{self.topology.total_gpus()} GPUs; {len(self.trace.jobs)} jobs arriving over "
-            f"{span:.1f} h ({source})",
+            f"{self.topology.total_gpus()} GPUs; {_count(len(self.trace.jobs), 'job')} "
+            f"arriving over {span:.1f} h ({source})",
         ]
         ours, home = self.summary("tsunagu"), self.summary("home-only")
         if ours and home and home.mean_jct_seconds > 0:
@@ -94,6 +94,10 @@ class Experiment:
         if elapsed_seconds is not None:
             lines.append(f"simulated in {elapsed_seconds:.1f} s")
         return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def resolve_topology(name: str) -> Topology:

@@ -109,7 +109,7 @@ def _kubernetes(path: str, documents: list[Any]) -> Topology:
             ) from None
     if not regions:
         raise SimInputError(path, "kind", "holds no Region object")
-    return _checked(path, Path(path).stem, regions, nodes)
+    return _checked(path, path, regions, nodes)
 
 
 def _compact(path: str, document: dict[str, Any]) -> Topology:
@@ -150,7 +150,7 @@ def _compact(path: str, document: dict[str, Any]) -> Topology:
     model_fields = document.get("latencyModel")
     if model_fields is not None:
         regions = _fill_links(path, regions, model_fields)
-    return _checked(path, Path(path).stem, regions, nodes)
+    return _checked(path, path, regions, nodes)
 
 
 def _compact_nodes(region: str, count: int, gpus: int, product: str | None) -> list[NodeInfo]:
