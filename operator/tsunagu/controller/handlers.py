@@ -223,6 +223,8 @@ async def training_job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
         rt.statuses.forget(key)
         rt.not_before.pop(key, None)
         rt.bind_failures.pop(key, None)
+        rt.teardown.discard(key)
+        rt.locks.pop(key, None)
         rt.queue.wake()  # its GPUs come free as the garbage collector deletes its pods
         return
     previous = rt.view.jobs.get(key)

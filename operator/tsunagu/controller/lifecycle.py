@@ -29,6 +29,11 @@ def _is_true(condition: dict[str, Any] | None) -> bool:
 
 
 async def reconcile_job(rt: Runtime, key: JobKey) -> None:
+    async with rt.locks[key]:
+        await _reconcile(rt, key)
+
+
+async def _reconcile(rt: Runtime, key: JobKey) -> None:
     body = rt.view.jobs.get(key)
     if body is None or key in rt.inflight:
         return
@@ -50,9 +55,10 @@ async def reconcile_job(rt: Runtime, key: JobKey) -> None:
         # Pods of an earlier job with the same name are still going away: wait for them.
         return
     if not ours:
+        rt.teardown.discard(key)
         await _no_pods(rt, job, generation, now)
         return
-    if any(pod.deleting for pod in ours.values()):
+    if key in rt.teardown or any(pod.deleting for pod in ours.values()):
         return  # a rollback, restart or requeue is in progress; the delete events call us again
     rt.queue.remove(key)
     await _with_pods(rt, job, generation, now, list(ours.values()))
@@ -221,6 +227,7 @@ async def _requeue(
 
 
 async def _delete_gang(rt: Runtime, job: TrainingJobSpec, only_live: bool = False) -> None:
+    rt.teardown.add(job.key)
     pods = rt.view.pods_of(job.key).values()
     targets = [p for p in pods if not (only_live and p.phase in ("Succeeded", "Failed"))]
     await asyncio.gather(
@@ -246,7 +253,9 @@ async def check_latency_budgets(rt: Runtime) -> None:
         if dataset is None:
             continue
         met, rtt = latency_budget_status(job, dataset, region, matrix, now, rt.settings)
-        await _latency_verdict(rt, job, int(body["metadata"].get("generation") or 0), now, met, rtt)
+        generation = int(body["metadata"].get("generation") or 0)
+        async with rt.locks[key]:
+            await _latency_verdict(rt, job, generation, now, met, rtt)
 
 
 async def _latency_verdict(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ class Runtime:
     # Earliest time (time.time()) a job may be queued again after a failed bind.
     not_before: dict[JobKey, float] = field(default_factory=dict)
     bind_failures: dict[JobKey, int] = field(default_factory=dict)
+    # Jobs whose pods tsunagu is deleting (restart, requeue): nothing is decided until gone.
+    teardown: set[JobKey] = field(default_factory=set)
+    # One reconcile at a time per job: two watch events must not both act on the same failure.
+    locks: dict[JobKey, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     bind_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
 
