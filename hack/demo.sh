@@ -34,7 +34,7 @@ gone() {
 }
 
 kubectl_() { "$KUBECTL" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
-prometheus_() { PROM_PORT=$PROM_PORT TSUNAGU_STATE="$STATE/prometheus" "$HACK_DIR/prometheus.sh" "$@"; }
+prometheus_() { PROM_PORT=$PROM_PORT TSUNAGU_STATE="$STATE/prometheus" "$HACK_DIR/prometheus.sh" "$@" 3>&-; }
 
 # The pid in FILE if that process is alive and its command line contains PATTERN (a recycled pid
 # belongs to someone else and is never signalled).
@@ -43,7 +43,7 @@ live_pid() {
   [[ -f $file ]] || return 1
   pid=$(<"$file")
   [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$pattern" || return 1
   echo "$pid"
 }
 
@@ -67,14 +67,19 @@ cluster_answers() { kubectl_ get --raw /readyz >/dev/null 2>&1; }
 start_network() {
   log "starting the latency network: one probe per region, delay proxies between them"
   rm -f "$STATE/network/ready"
-  "$PYTHON" "$HACK_DIR/demo_network.py" serve "$STATE/network" >"$STATE/network.log" 2>&1 </dev/null &
+  "$PYTHON" "$HACK_DIR/demo_network.py" serve "$STATE/network" >"$STATE/network.log" 2>&1 </dev/null 3>&- &
   echo $! >"$STATE/network.pid"
   network_ready() {
     live_pid "$STATE/network.pid" demo_network.py >/dev/null || gone "the latency network" "$STATE/network.log"
     [[ -f $STATE/network/ready ]]
   }
   wait_for 60 "the probes to answer" network_ready
+  NETWORK_READY_AT=$(date +%s)
 }
+
+# The operator reads p95 + jitter over a 20 s window; the first seconds of the probes (five
+# Python processes starting at once) are noisy. Decisions wait until that noise left the window.
+measurements_settled() { (( $(date +%s) >= NETWORK_READY_AT + 25 )); }
 
 install_chart() {
   log "installing the Helm chart into $CHART_NAMESPACE (Pod Security: restricted)"
@@ -122,7 +127,7 @@ start_operator() {
   KUBECONFIG="$OPERATOR_KUBECONFIG" "$PYTHON" -m tsunagu.cli run \
     --prometheus-url "$PROM_URL" --latency-interval 2 \
     --metrics-port "$METRICS_PORT" --liveness-port "$LIVENESS_PORT" --log-format plain \
-    >"$STATE/operator.log" 2>&1 </dev/null &
+    >"$STATE/operator.log" 2>&1 </dev/null 3>&- &
   echo $! >"$STATE/operator.pid"
   operator_healthy() {
     live_pid "$STATE/operator.pid" tsunagu.cli >/dev/null || gone "the operator" "$STATE/operator.log"
@@ -162,6 +167,8 @@ up() {
   [[ -x $PYTHON ]] || die "no Python at $PYTHON (run 'make venv')"
   down_processes
   mkdir -p "$STATE"
+  # A failed `up` leaves no process behind (the objects stay for a look; `down` removes them).
+  trap 'code=$?; if (( code != 0 )); then log "demo failed; stopping its processes"; down_processes; fi' EXIT
   start_network
   prometheus_ up "$STATE/network/prometheus.yml" >/dev/null
   install_chart
@@ -176,6 +183,8 @@ up() {
 
   start_operator
   wait_for 120 "measured latency (Prometheus) in Region tokyo's status" latency_measured
+  log "letting the first 20 s of measurements (start-up noise) leave the p95 window"
+  wait_for 60 "steady measurements" measurements_settled
 
   log "submitting the TrainingJobs (examples/40-trainingjobs.yaml)"
   kubectl_ apply --server-side --force-conflicts -f "$EXAMPLES/40-trainingjobs.yaml" >/dev/null
@@ -207,7 +216,7 @@ down_processes() {
   # A probe outlives the network process only if that was killed; its pid was recorded.
   if [[ -f $STATE/network/probes.pids ]]; then
     while read -r pid; do
-      [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "tsunagu.cli probe" \
+      [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "tsunagu.cli probe" \
         && stop_pid "$pid" "probe"
     done <"$STATE/network/probes.pids"
     rm -f "$STATE/network/probes.pids"

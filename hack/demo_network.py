@@ -119,12 +119,25 @@ def condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     return {}
 
 
+def _as_topology(region: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": region["metadata"]["name"], "links": region["spec"].get("links") or []}
+
+
 def _ms(value: object) -> str:
     return f"{value:.1f} ms" if isinstance(value, int | float) else "-"
 
 
 def _loss(value: object) -> str:
     return f"{value:.1%}" if isinstance(value, int | float) else "-"
+
+
+def _why_not(alternative: Mapping[str, Any]) -> str:
+    reason = alternative.get("reason") or alternative.get("verdict") or "?"
+    if alternative.get("verdict") == "Feasible":
+        reason = "feasible, scored lower"
+    rtt = alternative.get("rttMs")
+    at = f" at {_ms(rtt)}" if isinstance(rtt, int | float) and reason != "DataResidency" else ""
+    return f"{alternative['region']} {reason}{at}"
 
 
 def render_table(rows: Sequence[Sequence[str]]) -> str:
@@ -138,12 +151,16 @@ def render_table(rows: Sequence[Sequence[str]]) -> str:
 def summary(kubeconfig: str | None) -> int:
     regions = kubectl_json(kubeconfig, "regions", "-o", "json")["items"]
     jobs = kubectl_json(kubeconfig, "trainingjobs", "-A", "-o", "json")["items"]
-    print("\nMeasured latency from Tokyo, where the data lives (Region tokyo, status.links):")
+    declared = declared_rtts({"regions": [_as_topology(region) for region in regions]})
+    print("\nLatency from Tokyo, where the data lives (Region tokyo, status.links):")
     for region in regions:
         if region["metadata"]["name"] != "tokyo":
             continue
         for link in (region.get("status") or {}).get("links") or []:
-            print(f"  tokyo → {link['to']:<10} {_ms(link.get('rttMs')):>9}   ({link['source']})")
+            print(
+                f"  tokyo → {link['to']:<10} {_ms(link.get('rttMs')):>9} {link['source']:<10}"
+                f"  (declared {_ms(declared.get(('tokyo', link['to'])))})"
+            )
     rows = [("JOB", "REGION", "RTT", "PREDICTED LOSS", "SCHEDULED", "RUNNING")]
     jobs.sort(key=lambda job: (-int(job["spec"].get("priority", 0)), job["metadata"]["name"]))
     for job in jobs:
@@ -168,15 +185,11 @@ def summary(kubeconfig: str | None) -> int:
         status = job.get("status") or {}
         scheduled = condition(job, "Scheduled")
         if not status.get("region"):
-            print(f"  {name}: waits — {scheduled.get('reason')}: {scheduled.get('message', '')}")
+            print(f"  {name} waits: {scheduled.get('reason')}: {scheduled.get('message', '')}")
             continue
         others = (status.get("placement") or {}).get("alternatives") or []
-        reasons = ", ".join(
-            f"{alt['region']} {alt.get('reason') or alt.get('verdict')}"
-            + (f" ({_ms(alt['rttMs'])})" if isinstance(alt.get("rttMs"), int | float) else "")
-            for alt in others
-        )
-        print(f"  {name}: {status['region']}; not {reasons or '(no other region)'}")
+        reasons = ", ".join(_why_not(alt) for alt in others) or "no other region"
+        print(f"  {name} → {status['region']}; elsewhere: {reasons}")
     return 0
 
 
