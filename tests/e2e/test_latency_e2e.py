@@ -8,20 +8,21 @@ with its default queries reads the RTTs back. The test follows an RTT change, a 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support.latency_harness import LatencyMesh, PrometheusServer
+from tests.support.latency_harness import (
+    BackgroundPoller,
+    LatencyMesh,
+    PrometheusServer,
+    close_to,
+    rtt_of,
+)
 from tests.support.waiting import wait_until
-from tsunagu.placement.latency import Measurement
 from tsunagu.sources.prometheus_latency import (
     LatencySourceError,
     LatencySourceMetrics,
@@ -33,61 +34,6 @@ pytestmark = pytest.mark.e2e
 
 REGIONS = ("tokyo", "osaka", "fukuoka")
 INITIAL_RTT_MS = {("tokyo", "osaka"): 8.0, ("tokyo", "fukuoka"): 15.0, ("osaka", "fukuoka"): 10.0}
-
-
-def close_to(measured_ms: float, injected_ms: float) -> bool:
-    """Whether a p95 read back from Prometheus stands for the injected RTT.
-
-    Never below it; above it by at most one histogram bucket (~10%: histogram_quantile puts a p95
-    near the top of its bucket) plus the path's own cost: loopback, the proxy's timer overshoot
-    (asyncio wakes up to ~1 ms late, in each direction) and scheduling on a busy machine.
-    """
-    return injected_ms <= measured_ms <= injected_ms * 1.15 + 5.0
-
-
-def rtt_of(measurements: tuple[Measurement, ...], source: str, target: str) -> float | None:
-    for measurement in measurements:
-        if (measurement.source_region, measurement.target_region) == (source, target):
-            return measurement.rtt_ms
-    return None
-
-
-@dataclass
-class BackgroundPoller:
-    """Runs `source.poll` in its own thread and loop, keeping the latest update."""
-
-    source: PrometheusLatencySource
-    latest: tuple[Measurement, ...] = ()
-    updated_at: float = 0.0
-    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    _thread: threading.Thread | None = None
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        def on_update(measurements: tuple[Measurement, ...]) -> None:
-            self.latest, self.updated_at = measurements, time.time()
-
-        async def main() -> None:
-            self._task = asyncio.current_task()
-            await self.source.poll(on_update, known_regions=lambda: set(REGIONS))
-
-        def run() -> None:
-            with contextlib.suppress(asyncio.CancelledError):
-                self._loop.run_until_complete(main())
-
-        self._thread = threading.Thread(target=run, name="latency-poller", daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        if self._thread is not None:
-            self._thread.join(15)
-        self._loop.close()
 
 
 @pytest.fixture
@@ -109,7 +55,7 @@ def test_measured_latency_follows_the_network_and_survives_a_prometheus_outage(
     registry = CollectorRegistry()
     settings = PrometheusLatencySettings(url=prometheus.url, interval_seconds=1, timeout_seconds=2)
     source = PrometheusLatencySource(settings, metrics=LatencySourceMetrics(registry))
-    poller = BackgroundPoller(source)
+    poller = BackgroundPoller(source, known_regions=set(REGIONS))
     poller.start()
     try:
         # Every ordered pair is measured, each about the RTT its proxies inject.

@@ -11,19 +11,25 @@ the other pairs keep their RTT.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.delay_proxy import DelayProxy
 from tests.support.waiting import wait_until
+from tsunagu.placement.latency import Measurement
+from tsunagu.sources.prometheus_latency import PrometheusLatencySource
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_SCRIPT = REPO_ROOT / "hack" / "prometheus.sh"
@@ -268,3 +274,93 @@ class PrometheusServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class Update:
+    received_at: float  # unix seconds
+    measurements: tuple[Measurement, ...]
+
+
+class BackgroundPoller:
+    """Runs `source.poll` in a thread with its own event loop; keeps every update it delivers."""
+
+    def __init__(
+        self, source: PrometheusLatencySource, known_regions: Collection[str] | None = None
+    ) -> None:
+        self.source = source
+        self._known_regions = known_regions
+        self._lock = threading.Lock()
+        self._updates: list[Update] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._task_ready = threading.Event()
+
+    def start(self) -> BackgroundPoller:
+        def on_update(measurements: tuple[Measurement, ...]) -> None:
+            with self._lock:
+                self._updates.append(Update(time.time(), measurements))
+
+        async def main() -> None:
+            self._task = asyncio.current_task()
+            self._task_ready.set()
+            await self.source.poll(on_update, known_regions=lambda: self._known_regions)
+
+        def run() -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                self._loop.run_until_complete(main())
+
+        self._thread = threading.Thread(target=run, name="latency-poller", daemon=True)
+        self._thread.start()
+        self._task_ready.wait(10)
+        return self
+
+    @property
+    def updates(self) -> list[Update]:
+        with self._lock:
+            return list(self._updates)
+
+    @property
+    def latest(self) -> tuple[Measurement, ...]:
+        with self._lock:
+            return self._updates[-1].measurements if self._updates else ()
+
+    @property
+    def updated_at(self) -> float:
+        with self._lock:
+            return self._updates[-1].received_at if self._updates else 0.0
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        if self._task is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(15)
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundPoller:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def rtt_of(measurements: Iterable[Measurement], source: str, target: str) -> float | None:
+    for measurement in measurements:
+        if (measurement.source_region, measurement.target_region) == (source, target):
+            return measurement.rtt_ms
+    return None
+
+
+def close_to(measured_ms: float, injected_ms: float) -> bool:
+    """Whether a p95 read back from Prometheus stands for the RTT injected by the proxies.
+
+    Never below it; above it by at most one histogram bucket (~10%: histogram_quantile puts a p95
+    near the top of its bucket) plus the path's own cost: loopback, the proxy's timer overshoot
+    (asyncio wakes up to ~1 ms late, in each direction) and scheduling on a busy machine.
+    """
+    return injected_ms <= measured_ms <= injected_ms * 1.15 + 5.0

@@ -266,14 +266,16 @@ def test_peers_file_is_re_read_on_change(tmp_path: Path) -> None:
 
 
 def test_metrics_endpoint_serves_the_histogram() -> None:
-    async def scenario() -> str:
+    async def scenario() -> bytes:
         async with two_probes_through_a_proxy(one_way_delay=0.0) as (tokyo, _):
             await eventually(
                 lambda: sample(tokyo, "tsunagu_probe_rtt_seconds_count", "osaka"), "a measurement"
             )
             assert tokyo.metrics_address is not None
             url = f"http://{tokyo.metrics_address}/metrics"
-            return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+            response = await asyncio.to_thread(urllib.request.urlopen, url, timeout=5)
+            with response:
+                return bytes(response.read())
 
     body = asyncio.run(scenario()).decode()
     assert 'tsunagu_probe_rtt_seconds_bucket{le="0.0005",' in body

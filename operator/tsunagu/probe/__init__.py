@@ -1,1 +1,1 @@
-"""tsunagu.probe."""
+"""The inter-region latency probe (`tsunagu probe`): TCP echo, round-trip timing, metrics."""

@@ -371,27 +371,27 @@ class PrometheusLatencySource:
 
     def _explain(self, error: Exception) -> str:
         """A one-line cause; the client's own messages bury it in URL-encoded query text."""
-        # Without retries urllib3 still wraps the cause, and requests reports a read timeout as
-        # a connection error; the cause is the wrapped reason. (NewConnectionError subclasses
-        # urllib3's TimeoutError for history's sake, so it is tested first.)
+        # Without retries, requests reports even a read timeout as a ConnectionError wrapping
+        # urllib3's reason. NewConnectionError subclasses urllib3's TimeoutError, so test it first.
         reason = getattr(error.args[0], "reason", None) if error.args else None
         if isinstance(reason, urllib3_exceptions.NewConnectionError):
             return "cannot connect"
-        if isinstance(error, requests.Timeout) or isinstance(
+        timeout = isinstance(error, requests.Timeout) or isinstance(
             reason, urllib3_exceptions.TimeoutError
-        ):
+        )
+        if timeout:
             return f"no answer within {self.settings.timeout_seconds}s"
-        if isinstance(error, requests.JSONDecodeError):
+        if isinstance(error, ValueError):  # includes requests' JSONDecodeError
             return "the response is not JSON"
-        if isinstance(error, requests.ConnectionError):
-            return "cannot connect"
         if isinstance(error, requests.RequestException):
-            return type(error).__name__
+            return (
+                "cannot connect"
+                if isinstance(error, requests.ConnectionError)
+                else type(error).__name__
+            )
         if isinstance(error, PrometheusApiClientException):
             status = re.search(r"HTTP Status Code (\d+)", str(error))
             return f"HTTP status {status.group(1)}" if status else _short(error)
-        if isinstance(error, ValueError):
-            return "the response is not JSON"
         return "the response has no data.result"
 
     async def poll(
