@@ -43,25 +43,33 @@ VERSIONS = dict(
 # `helm template` knows no cluster; tell it the version the test cluster runs.
 KUBE_VERSION = VERSIONS["K8S_VERSION"]
 
-# The agreed permissions of `tsunagu run`, as (API group, resource, verb).
-FRAMEWORK_RULES = frozenset(
-    {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
-    | {("", "namespaces", v) for v in ("list", "watch")}
-    | {(group, "events", v) for group in ("", "events.k8s.io") for v in ("create", "patch")}
+
+def _rules(*rules: tuple[str, str, str]) -> frozenset[tuple[str, str, str]]:
+    """(API group, "resource …", "verb …") rows expanded to (group, resource, verb) triples."""
+    return frozenset(
+        (group, resource, verb)
+        for group, resources, verbs in rules
+        for resource in resources.split()
+        for verb in verbs.split()
+    )
+
+
+# The agreed permissions of `tsunagu run`.
+FRAMEWORK_RULES = _rules(
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get list watch"),
+    ("", "namespaces", "list watch"),
+    ("", "events", "create patch"),
+    ("events.k8s.io", "events", "create patch"),
 )
-APPLICATION_RULES = frozenset(
-    {("tsunagu.io", "trainingjobs", v) for v in ("get", "list", "watch", "patch")}
-    | {("tsunagu.io", "trainingjobs/status", v) for v in ("get", "patch", "update")}
-    | {("tsunagu.io", r, v) for r in ("regions", "datasets") for v in ("get", "list", "watch")}
-    | {
-        ("tsunagu.io", r, v)
-        for r in ("regions/status", "datasets/status")
-        for v in ("get", "patch", "update")
-    }
-    | {("", "nodes", v) for v in ("get", "list", "watch")}
-    | {("", "pods", v) for v in ("get", "list", "watch", "create", "delete", "patch")}
-    | {("", "pods/binding", "create")}
-    | {("", "services", v) for v in ("get", "list", "watch", "create", "delete")}
+APPLICATION_RULES = _rules(
+    ("tsunagu.io", "trainingjobs", "get list watch patch"),
+    ("tsunagu.io", "trainingjobs/status", "get patch update"),
+    ("tsunagu.io", "regions datasets", "get list watch"),
+    ("tsunagu.io", "regions/status datasets/status", "get patch update"),
+    ("", "nodes", "get list watch"),
+    ("", "pods", "get list watch create delete patch"),
+    ("", "pods/binding", "create"),
+    ("", "services", "get list watch create delete"),
 )
 
 PROBE_VALUES = {"probes": {"enabled": True, "regions": ["tokyo", "osaka", "fukuoka"]}}
