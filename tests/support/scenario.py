@@ -106,16 +106,21 @@ def wait_condition(
     cluster: Cluster, namespace: str, name: str, type_: str, status: str,
     reason: str | None = None, timeout: float = 60,
 ) -> dict[str, Any]:  # fmt: skip
+    """Waits for a condition of a TrainingJob; on timeout, says which conditions it had."""
+    seen: list[Any] = []
+
     def reached() -> dict[str, Any] | None:
         body = job(cluster, namespace, name)
+        seen[:] = [(c["type"], c["status"], c["reason"]) for c in body["status"]["conditions"]]
         found = condition(body, type_)
         if found and found["status"] == status and (reason is None or found["reason"] == reason):
             return body
         return None
 
-    return wait_until(
-        reached, timeout=timeout, message=f"{namespace}/{name} {type_}={status} {reason or ''}"
-    )
+    try:
+        return wait_until(reached, timeout=timeout, message=f"{name} {type_}={status} {reason}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; conditions were {seen}") from None
 
 
 def job_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
