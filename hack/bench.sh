@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark of the project, each printing its own figures.
+#   BENCH=engine,sim,latency,operator (default: all)   which ones to run
+#   BENCH_NODES_PER_REGION=200                          cluster size for the operator benchmark
+# Figures and the commands that produced them are kept in docs/benchmarks.md.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PY="$REPO_ROOT/.venv/bin/python"
+BENCH=${BENCH:-engine,sim,latency,operator}
+wants() { [[ ",$BENCH," == *",$1,"* ]]; }
+cd "$REPO_ROOT"
+
+if wants engine; then
+  log "decision engine: 47 regions × 5,000 nodes, 10,000-job backlog"
+  "$PY" hack/bench_engine.py
+fi
+if wants sim; then
+  log "simulator: tsunagu vs baseline policies, --topology japan --seed 1"
+  "$PY" -m tsunagu.cli simulate --topology japan --seed 1
+fi
+if wants latency; then
+  log "latency: reaction time from an RTT change to the measured matrix (5 s scrape)"
+  "$PY" hack/bench_latency.py
+fi
+if wants operator; then
+  log "operator: gangs bound vs kube-scheduler on ${BENCH_NODES_PER_REGION:-200} nodes per region"
+  hack/cluster.sh up >/dev/null
+  NODES_PER_REGION=${BENCH_NODES_PER_REGION:-200} hack/cluster.sh nodes "${BENCH_NODES_PER_REGION:-200}"
+  "$PY" hack/bench_operator.py
+fi
