@@ -24,7 +24,10 @@ if wants latency; then
 fi
 if wants operator; then
   log "operator: gangs bound vs kube-scheduler on ${BENCH_NODES_PER_REGION:-200} nodes per region"
+  # A cluster of its own, so the test cluster keeps its small size; removed afterwards.
+  export CLUSTER_NAME=tsunagu-bench TSUNAGU_STATE="$REPO_ROOT/.cluster/bench"
+  export NODES_PER_REGION=${BENCH_NODES_PER_REGION:-200}
   hack/cluster.sh up >/dev/null
-  NODES_PER_REGION=${BENCH_NODES_PER_REGION:-200} hack/cluster.sh nodes "${BENCH_NODES_PER_REGION:-200}"
+  trap 'hack/cluster.sh down' EXIT
   "$PY" hack/bench_operator.py
 fi
