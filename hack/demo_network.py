@@ -34,6 +34,7 @@ from tests.support.latency_harness import LatencyMesh, prometheus_config  # noqa
 DEFAULT_TOPOLOGY = REPO_ROOT / "hack" / "topology" / "japan.yaml"
 SCRAPE_INTERVAL_SECONDS = 1.0
 PROBE_INTERVAL_SECONDS = 0.5
+EXAMPLE_NAMESPACE = "team-a"  # where examples/40-trainingjobs.yaml puts the jobs
 
 
 def declared_rtts(topology: Mapping[str, Any]) -> dict[tuple[str, str], float]:
@@ -150,9 +151,9 @@ def render_table(rows: Sequence[Sequence[str]]) -> str:
 
 def summary(kubeconfig: str | None) -> int:
     regions = kubectl_json(kubeconfig, "regions", "-o", "json")["items"]
-    jobs = kubectl_json(kubeconfig, "trainingjobs", "-A", "-o", "json")["items"]
+    jobs = kubectl_json(kubeconfig, "trainingjobs", "-n", EXAMPLE_NAMESPACE, "-o", "json")["items"]
     declared = declared_rtts({"regions": [_as_topology(region) for region in regions]})
-    print("\nLatency from Tokyo, where the data lives (Region tokyo, status.links):")
+    print("\nLatency from Tokyo, where the data lives, as tsunagu sees it now (Region status):")
     for region in regions:
         if region["metadata"]["name"] != "tokyo":
             continue
@@ -161,7 +162,7 @@ def summary(kubeconfig: str | None) -> int:
                 f"  tokyo → {link['to']:<10} {_ms(link.get('rttMs')):>9} {link['source']:<10}"
                 f"  (declared {_ms(declared.get(('tokyo', link['to'])))})"
             )
-    rows = [("JOB", "REGION", "RTT", "PREDICTED LOSS", "SCHEDULED", "RUNNING")]
+    rows = [("JOB", "REGION", "RTT (DECISION)", "PREDICTED LOSS", "SCHEDULED", "RUNNING")]
     jobs.sort(key=lambda job: (-int(job["spec"].get("priority", 0)), job["metadata"]["name"]))
     for job in jobs:
         status = job.get("status") or {}
@@ -177,7 +178,7 @@ def summary(kubeconfig: str | None) -> int:
                 f"{status.get('runningReplicas', 0)}/{job['spec']['replicas']}",
             )
         )
-    print("\nWhere the TrainingJobs went (kubectl get trainingjobs -A):")
+    print(f"\nWhere the TrainingJobs went (kubectl get trainingjobs -n {EXAMPLE_NAMESPACE}):")
     print(render_table(rows))
     print("\nWhy not elsewhere (status.placement.alternatives, and the Scheduled condition):")
     for job in jobs:
