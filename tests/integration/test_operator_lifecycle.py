@@ -3,18 +3,23 @@ and crash safety of the operator itself (kill -9 in the middle of a burst)."""
 
 from __future__ import annotations
 
+import subprocess
+import urllib.request
 from collections.abc import Callable
 
 import pytest
 
-from tests.support.cluster import Cluster, OperatorProcess
+from tests.support.cluster import HACK, Cluster, OperatorProcess
 from tests.support.scenario import (
     assert_no_gpu_overcommitted,
     assert_no_pod_duplicated,
     condition,
     dataset,
+    events_for,
+    free_port,
     job,
     job_pods,
+    region_nodes,
     set_outcome,
     training_job,
     wait_condition,
@@ -141,3 +146,70 @@ def test_kill_9_in_the_middle_of_a_burst_leaves_no_duplicate_and_no_overcommit(
     )
     assert_no_pod_duplicated(cluster, namespace)
     assert_no_gpu_overcommitted(cluster)
+
+
+def test_losing_the_region_requeues_its_jobs_elsewhere(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(dataset(namespace, "d", "tokyo", "RemoteAccess"))
+    cluster.apply(training_job(namespace, "evacuee", "d", replicas=2))
+    placed = wait_condition(cluster, namespace, "evacuee", "Running", "True", "PodsRunning")
+    first_region = placed["status"]["region"]
+    lost = region_nodes(cluster, first_region)
+    try:
+        cluster.kubectl("delete", "node", *lost, "--wait=false")
+
+        def moved() -> bool:
+            status = job(cluster, namespace, "evacuee").get("status", {})
+            pods = running_pods(cluster, namespace, "evacuee", 2)
+            return status.get("region") not in (None, first_region) and bool(pods)
+
+        wait_until(moved, timeout=90, message="the job to be requeued into another region")
+        reasons = {e["reason"] for e in events_for(cluster, namespace, "evacuee")}
+        assert "Requeued" in reasons
+        assert all(
+            p["spec"]["nodeName"] not in lost for p in job_pods(cluster, namespace, "evacuee")
+        )
+    finally:
+        restore = subprocess.run(
+            [str(HACK / "cluster.sh"), "nodes"], capture_output=True, text=True, check=False
+        )
+        assert restore.returncode == 0, restore.stderr
+
+
+def test_operator_exports_metrics_and_region_status(
+    cluster: Cluster, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    port = free_port()
+    start_operator("--metrics-port", str(port))
+    cluster.apply(dataset(namespace, "d", "osaka", "Pinned"))
+    cluster.apply(training_job(namespace, "counted", "d", replicas=1))
+    wait_condition(cluster, namespace, "counted", "Scheduled", "True", "Placed")
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return str(answer.read().decode())
+
+    text = wait_until(
+        lambda: (
+            'tsunagu_placements_total{outcome="Placed",region="osaka"}' in metrics() and metrics()
+        ),
+        message="the placement to be counted",
+    )
+    for name in (
+        "tsunagu_decision_duration_seconds_bucket",
+        "tsunagu_queue_length",
+        "tsunagu_gang_bind_duration_seconds_count",
+        "tsunagu_predicted_throughput_loss",
+    ):
+        assert name in text  # fmt: skip
+
+    def osaka_allocated() -> dict:
+        status = cluster.get_json("region", "osaka").get("status") or {}
+        return status if status.get("gpuAllocated", 0) >= 8 else {}
+
+    status = wait_until(osaka_allocated, message="Region.status to count the job's GPUs")
+    assert status["gpuAllocatable"] == status["gpuCapacity"] == 32
+    assert status["gpuFree"] == status["gpuAllocatable"] - status["gpuAllocated"]
+    assert status["readyNodes"] == 4
+    assert status["gpus"] == f"{status['gpuFree']}/{status['gpuAllocatable']}"

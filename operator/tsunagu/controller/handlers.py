@@ -155,7 +155,7 @@ async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 async def _reconcile_jobs_on_node(rt: Runtime, node: str) -> None:
     """A node lost or cordoned may leave a gang on a dead node: let the lifecycle look."""
-    if rt.view.node_usable(node):
+    if rt.view.node_alive(node):
         return
     for key, pods in list(rt.view.job_pods.items()):
         if any(pod.node_name == node for pod in pods.values()):

@@ -127,7 +127,7 @@ async def _with_pods(
     elif not complete or (job.placement.mode is PlacementMode.Bind and not bound):
         # Left half-made by a crash, or a pod was deleted: the gang is all-or-nothing.
         await _requeue(rt, job, generation, now, "the gang was incomplete")
-    elif any(p.node_name and not rt.view.node_usable(p.node_name) for p in pods):
+    elif any(p.node_name and not rt.view.node_alive(p.node_name) for p in pods):
         await _requeue(rt, job, generation, now, "a node of the job's region was lost")
     else:
         await _running(rt, job, generation, now, pods, counts, bound)

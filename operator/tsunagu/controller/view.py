@@ -44,6 +44,13 @@ def _owner_uid(metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _is_ready(node: Mapping[str, Any]) -> bool:
+    for condition in (node.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return True
+
+
 def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
@@ -74,6 +81,8 @@ class ClusterView:
     regions: dict[str, RegionSpec] = field(default_factory=dict)
     datasets: dict[JobKey, DatasetSpec] = field(default_factory=dict)
     jobs: dict[JobKey, dict[str, Any]] = field(default_factory=dict)
+    # Nodes whose Ready condition is not True: their pods are lost (a cordon is not a loss).
+    not_ready: set[str] = field(default_factory=set)
     measurements: tuple[Measurement, ...] = ()
     staleness_seconds: float = 120.0
 
@@ -87,9 +96,15 @@ class ClusterView:
             return False
         previous = self.nodes.get(node.name)
         self.nodes[node.name] = node
-        return previous != node
+        was_ready = node.name not in self.not_ready
+        if _is_ready(body):
+            self.not_ready.discard(node.name)
+        else:
+            self.not_ready.add(node.name)
+        return previous != node or was_ready != (node.name not in self.not_ready)
 
     def delete_node(self, name: str) -> bool:
+        self.not_ready.discard(name)
         return self.nodes.pop(name, None) is not None
 
     # --- pods ------------------------------------------------------------------------------
@@ -182,9 +197,10 @@ class ClusterView:
         node = self.nodes.get(node_name)
         return node.region if node else None
 
-    def node_usable(self, node_name: str | None) -> bool:
-        node = self.nodes.get(node_name or "")
-        return node is not None and node.schedulable
+    def node_alive(self, node_name: str | None) -> bool:
+        """False when the node is gone or not Ready: pods bound there no longer run."""
+        name = node_name or ""
+        return name in self.nodes and name not in self.not_ready
 
     def region_usage(self) -> dict[str, RegionUsage]:
         allocated: dict[str, int] = defaultdict(int)
