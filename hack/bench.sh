@@ -29,5 +29,8 @@ if wants operator; then
   export NODES_PER_REGION=${BENCH_NODES_PER_REGION:-200}
   hack/cluster.sh up >/dev/null
   trap 'hack/cluster.sh down' EXIT
+  "$K8S_BIN/kubectl" --kubeconfig "$(hack/cluster.sh kubeconfig)" apply --server-side -f crds >/dev/null
+  "$K8S_BIN/kubectl" --kubeconfig "$(hack/cluster.sh kubeconfig)" wait --for=condition=Established \
+    crd/regions.tsunagu.io crd/datasets.tsunagu.io crd/trainingjobs.tsunagu.io >/dev/null
   "$PY" hack/bench_operator.py
 fi
