@@ -8,7 +8,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST    := hack/pytest.sh
 
-.PHONY: help venv tools cluster-up cluster-down lint unit integration e2e test demo demo-down bench clean
+.PHONY: help venv tools cluster-up cluster-down lint install-check unit integration e2e test demo demo-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lint: venv ## ruff, mypy and the import-linter layer contracts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+install-check: venv ## install the wheel into a fresh venv as the Dockerfile does
+	@hack/check-install.sh
+
 unit: venv ## pure tests, no cluster
 	$(PYTEST) -q tests/unit
 
@@ -48,21 +51,28 @@ e2e: cluster-up ## chart, probes and Prometheus end to end
 
 test: ## lint + unit + integration + e2e (what CI runs)
 	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory install-check
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory e2e
 	@if [ "$${CI:-}" = "true" ]; then hack/cluster.sh down; fi
 
-demo: cluster-up ## the story: data in Tokyo, jobs placed by measured latency
-	@hack/demo.sh up
+# The demo has a cluster of its own, so `make demo` and `make test` never disturb each other.
+DEMO_ENV  := CLUSTER_NAME=tsunagu-demo TSUNAGU_STATE=$(CURDIR)/.cluster/demo-cluster
 
-demo-down: ## remove the demo and stop the cluster
-	@hack/demo.sh down || true
-	@hack/cluster.sh down
+demo: venv tools ## the story: data in Tokyo, jobs placed by measured latency
+	@$(DEMO_ENV) hack/cluster.sh up >/dev/null
+	@$(DEMO_ENV) hack/demo.sh up
+
+demo-down: ## remove the demo and stop its cluster
+	@$(DEMO_ENV) hack/demo.sh down || true
+	@$(DEMO_ENV) hack/cluster.sh down
 
 bench: venv ## benchmarks (engine, simulator, latency, operator); figures go to docs/benchmarks.md
 	@hack/bench.sh
 
-clean: ## stop the cluster and remove the venv and local state (the tool cache stays)
+clean: ## stop the clusters and remove the venv and local state (the tool cache stays)
+	@$(DEMO_ENV) hack/demo.sh down 2>/dev/null || true
+	@$(DEMO_ENV) hack/cluster.sh down || true
 	@hack/cluster.sh down || true
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -11,7 +11,8 @@ TOOLS_BIN="$TSUNAGU_CACHE/bin"
 K8S_BIN="$TOOLS_BIN/kubernetes-$K8S_VERSION"
 ETCD_BIN="$TOOLS_BIN/etcd-$ETCD_VERSION"
 KWOK_BIN="$TOOLS_BIN/kwok-$KWOK_VERSION"
-HELM_BIN="$TOOLS_BIN/helm-$HELM_VERSION"
+# Helm is built to assume the Kubernetes version we run (its default assumption is 1.20).
+HELM_BIN="$TOOLS_BIN/helm-$HELM_VERSION-kube$K8S_VERSION"
 
 log() { printf '[tsunagu] %s\n' "$*" >&2; }
 die() { printf '[tsunagu] error: %s\n' "$*" >&2; exit 1; }

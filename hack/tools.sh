@@ -103,8 +103,12 @@ build_kwok() {
 
 build_helm() {
   [[ -x $HELM_BIN/helm ]] && return 0
-  log "building helm $HELM_VERSION"
-  local dir ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  log "building helm $HELM_VERSION (for Kubernetes $K8S_VERSION)"
+  local dir ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" pkg minor
+  minor=$(cut -d. -f2 <<<"${K8S_VERSION#v}")
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
   dir=$(new_wrapper)
   printf '\nrequire helm.sh/helm/v3 %s\n' "$HELM_VERSION" >>"$dir/go.mod"
   mkdir -p "$HELM_BIN.tmp"
