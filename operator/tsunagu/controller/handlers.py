@@ -217,14 +217,7 @@ async def training_job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
     metadata = body["metadata"]
     key = (metadata["namespace"], metadata["name"])
     if event["type"] == "DELETED":
-        rt.view.jobs.pop(key, None)
-        rt.queue.remove(key)
-        rt.assumed.forget(key)
-        rt.statuses.forget(key)
-        rt.not_before.pop(key, None)
-        rt.bind_failures.pop(key, None)
-        rt.teardown.discard(key)
-        rt.locks.pop(key, None)
+        rt.forget_job(key)
         rt.queue.wake()  # its GPUs come free as the garbage collector deletes its pods
         return
     previous = rt.view.jobs.get(key)

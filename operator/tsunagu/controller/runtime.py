@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,5 +70,13 @@ class Runtime:
         except Exception as error:  # an Event is advice; never let it break a decision
             logger.warning("could not post event %s: %s", event["reason"], error)
 
-    def job_body(self, key: JobKey) -> Mapping[str, Any] | None:
-        return self.view.jobs.get(key)
+    def forget_job(self, key: JobKey) -> None:
+        """Drops everything kept about a deleted TrainingJob."""
+        self.view.jobs.pop(key, None)
+        self.queue.remove(key)
+        self.assumed.forget(key)
+        self.statuses.forget(key)
+        self.not_before.pop(key, None)
+        self.bind_failures.pop(key, None)
+        self.teardown.discard(key)
+        self.locks.pop(key, None)
