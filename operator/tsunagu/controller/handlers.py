@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -13,12 +14,12 @@ from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
 from tsunagu.api.parse import SpecError
 from tsunagu.controller.config import OperatorConfig
 from tsunagu.controller.kube import Kube
-from tsunagu.controller.lifecycle import check_latency_budgets, reconcile_job
+from tsunagu.controller.lifecycle import check_latency_budgets, reconcile_job, reconcile_soon
 from tsunagu.controller.regionstatus import RegionStatusWriter, region_status_loop
 from tsunagu.controller.runtime import Runtime
 from tsunagu.controller.scheduler import decision_loop
 from tsunagu.controller.statusbook import StatusBook
-from tsunagu.controller.view import ClusterView
+from tsunagu.controller.view import ClusterView, lean
 from tsunagu.placement.engine import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if config.namespaces:
         settings.scanning.disabled = True
 
-    kube = Kube(pool_size=max(32, config.bind_concurrency * 8))
+    # Every API call runs in a thread (the client blocks); the default pool of min(32, cpus + 4)
+    # threads would cap gang binding at a handful of requests in flight.
+    api_threads = max(32, config.bind_concurrency * 8)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=api_threads, thread_name_prefix="tsunagu-api")
+    )
+    kube = Kube(pool_size=api_threads)
     rt = Runtime(
         config=config,
         kube=kube,
@@ -89,8 +96,8 @@ async def _prime(rt: Runtime) -> None:
         if namespaces and metadata["namespace"] not in namespaces:
             continue
         key = (metadata["namespace"], metadata["name"])
-        rt.view.jobs[key] = job
         rt.statuses.seed(key, job.get("status"))
+        rt.view.jobs[key] = lean(job)
 
 
 async def _poll_latency(rt: Runtime) -> None:
@@ -175,7 +182,7 @@ async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if released:
         rt.queue.wake()
     if job is not None and job in rt.view.jobs:
-        await reconcile_job(rt, job)
+        reconcile_soon(rt, job)
 
 
 @kopf.on.event(GROUP, VERSION, REGIONS)
@@ -223,6 +230,6 @@ async def training_job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
     previous = rt.view.jobs.get(key)
     if previous is not None and previous["metadata"].get("uid") != metadata.get("uid"):
         rt.statuses.forget(key)  # same name, new object
-    rt.view.jobs[key] = dict(body)
     rt.statuses.seed(key, body.get("status"))
+    rt.view.jobs[key] = lean(body)
     await reconcile_job(rt, key)

@@ -62,14 +62,24 @@ class Kube:
     # --- children of a TrainingJob -------------------------------------------------------------
     def create_service(self, body: Mapping[str, Any]) -> None:
         try:
-            self.core.create_namespaced_service(body["metadata"]["namespace"], body)
+            _drain(
+                self.core.create_namespaced_service(
+                    body["metadata"]["namespace"], body, _preload_content=False
+                )
+            )
         except ApiException as error:
             if error.status != 409:
                 raise
 
     def create_pod(self, body: Mapping[str, Any]) -> None:
         try:
-            self.core.create_namespaced_pod(body["metadata"]["namespace"], body)
+            # Responses of writes are not read: decoding a Pod into the client's models costs
+            # more CPU than the request itself.
+            _drain(
+                self.core.create_namespaced_pod(
+                    body["metadata"]["namespace"], body, _preload_content=False
+                )
+            )
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(body["metadata"]["name"]) from error
@@ -87,33 +97,49 @@ class Kube:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         # The response is a Status the generated model cannot deserialize; skip decoding it.
-        self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+        _drain(
+            self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+        )
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            _drain(
+                self.core.delete_namespaced_pod(
+                    name, namespace, grace_period_seconds=0, _preload_content=False
+                )
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
 
     # --- status -------------------------------------------------------------------------------
     def create_event(self, body: Mapping[str, Any]) -> None:
-        self.core.create_namespaced_event(body["metadata"]["namespace"], body)
+        _drain(
+            self.core.create_namespaced_event(
+                body["metadata"]["namespace"], body, _preload_content=False
+            )
+        )
 
     def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, TRAINING_JOBS, name, {"status": status}
+        patch = {"status": status}
+        _drain(
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, TRAINING_JOBS, name, patch, _preload_content=False
+            )
         )
 
     def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
-        self.custom.patch_cluster_custom_object_status(
-            GROUP, VERSION, REGIONS, name, {"status": status}
+        _drain(
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, REGIONS, name, {"status": status}, _preload_content=False
+            )
         )
 
-    def patch_dataset_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, DATASETS, name, {"status": status}
-        )
+
+def _drain(response: Any) -> None:
+    """Reads and releases a raw response so its connection goes back to the pool."""
+    response.read()
+    response.release_conn()
 
 
 def event_body(

@@ -28,6 +28,24 @@ def _is_true(condition: dict[str, Any] | None) -> bool:
     return condition is not None and condition.get("status") == "True"
 
 
+# Pod events of one gang arrive in bursts (8 pods × created, bound, running): one look suffices.
+RECONCILE_DELAY_SECONDS = 0.05
+
+
+def reconcile_soon(rt: Runtime, key: JobKey) -> None:
+    """Reconciles the job shortly, once for however many events arrive meanwhile."""
+    if key in rt.dirty:
+        return
+    rt.dirty.add(key)
+
+    async def later() -> None:
+        await asyncio.sleep(RECONCILE_DELAY_SECONDS)
+        rt.dirty.discard(key)
+        await reconcile_job(rt, key)
+
+    rt.spawn(later(), name=f"reconcile {key[0]}/{key[1]}")
+
+
 async def reconcile_job(rt: Runtime, key: JobKey) -> None:
     async with rt.locks[key]:
         await _reconcile(rt, key)

@@ -40,6 +40,8 @@ class Runtime:
     bind_failures: dict[JobKey, int] = field(default_factory=dict)
     # Jobs whose pods tsunagu is deleting (restart, requeue): nothing is decided until gone.
     teardown: set[JobKey] = field(default_factory=set)
+    # Jobs with a reconcile already scheduled (see lifecycle.reconcile_soon).
+    dirty: set[JobKey] = field(default_factory=set)
     # One reconcile at a time per job: two watch events must not both act on the same failure.
     locks: dict[JobKey, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)

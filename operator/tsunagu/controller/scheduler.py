@@ -13,13 +13,18 @@ import logging
 import time
 from typing import Any
 
-from tsunagu.api.conditions import RUNNING, Reason
+from tsunagu.api.conditions import RUNNING, SCHEDULED, Reason
 from tsunagu.api.types import PlacementMode, PodUsage, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import build_pod, build_service, pod_name
 from tsunagu.controller.kube import Conflict
 from tsunagu.controller.runtime import JobKey, Runtime
-from tsunagu.controller.status import ConditionUpdate, placement_status, scheduled_condition
+from tsunagu.controller.status import (
+    MAX_MESSAGE,
+    ConditionUpdate,
+    placement_status,
+    scheduled_condition,
+)
 from tsunagu.placement.engine import Decision, decide
 
 logger = logging.getLogger(__name__)
@@ -58,11 +63,24 @@ async def schedule_pending(rt: Runtime) -> None:
             rt.inflight.add(job.key)
             rt.assumed.assume(job.key, _assumed_pods(job, decision))
             rt.spawn(bind_gang(rt, job, decision, now), name=f"bind {job.namespace}/{job.name}")
-        else:
+        elif _verdict_changed(rt, job.key, decision):
             rt.spawn(report_unplaced(rt, job, decision, now), name=f"report {job.name}")
         # One decision is ~1 ms; yielding keeps watch events flowing during a long backlog.
         await asyncio.sleep(0)
     metrics.QUEUE_LENGTH.set(len(rt.queue))
+
+
+def _verdict_changed(rt: Runtime, key: JobKey, decision: Decision) -> bool:
+    """False when status already says exactly this: most retries of a backlog change nothing."""
+    previous = rt.statuses.condition(key, SCHEDULED)
+    condition = scheduled_condition(decision)
+    return (
+        previous is None
+        or previous.get("status") != "False"
+        or previous.get("reason") != condition.reason
+        or previous.get("message") != condition.message[:MAX_MESSAGE]
+        or previous.get("observedGeneration") != _generation(rt, key)
+    )
 
 
 def _allocations(job: TrainingJobSpec, decision: Decision) -> dict[str, int]:

@@ -44,6 +44,24 @@ def _owner_uid(metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Read by nobody in the operator, and large: the biggest part of an object kept in memory.
+_UNUSED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def lean(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A TrainingJob as kept in memory: without managedFields, status (the StatusBook has it)
+    and the last-applied annotation."""
+    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    annotations = metadata.get("annotations")
+    if annotations:
+        metadata["annotations"] = {
+            k: v for k, v in annotations.items() if k not in _UNUSED_ANNOTATIONS
+        }
+    return {k: v for k, v in body.items() if k not in ("status", "metadata")} | {
+        "metadata": metadata
+    }
+
+
 def _is_ready(node: Mapping[str, Any]) -> bool:
     for condition in (node.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
