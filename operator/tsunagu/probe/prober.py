@@ -38,7 +38,7 @@ class RoundTripFailed(Exception):
 
 @dataclass(frozen=True)
 class ProberSettings:
-    interval_seconds: float = 1.0
+    interval_seconds: float = 0.5
     timeout_seconds: float = 1.0
 
 

@@ -81,7 +81,7 @@ class PrometheusLatencySettings:
     source_label: str = "source_region"
     target_label: str = "target_region"
     unit: ValueUnit = ValueUnit.SECONDS
-    interval_seconds: float = 5.0
+    interval_seconds: float = 2.0  # a drop shows after ~window + this; queries are cheap
     timeout_seconds: float = 5.0
     staleness_seconds: float = 120.0  # for LatencyMatrix.build; not applied by this module
     max_rtt_ms: float = 10_000.0  # anything above is a broken exporter, not a network
