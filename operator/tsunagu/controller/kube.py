@@ -89,6 +89,15 @@ class Kube:
         pod = self.core.read_namespaced_pod(name, namespace)
         return dict(self.api.sanitize_for_serialization(pod))
 
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        try:
+            _drain(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     def bind_pod(self, namespace: str, name: str, node: str) -> None:
         body = {
             "apiVersion": "v1",

@@ -143,12 +143,31 @@ async def _with_pods(
         )  # fmt: skip
         rt.post_event(job.key, "Normal", str(Reason.Succeeded), "every replica succeeded")
     elif not complete or (job.placement.mode is PlacementMode.Bind and not bound):
+        if _events_still_coming(rt, job.key):
+            return
         # Left half-made by a crash, or a pod was deleted: the gang is all-or-nothing.
         await _requeue(rt, job, generation, now, "the gang was incomplete")
     elif any(p.node_name and not rt.view.node_alive(p.node_name) for p in pods):
         await _requeue(rt, job, generation, now, "a node of the job's region was lost")
     else:
         await _running(rt, job, generation, now, pods, counts, bound)
+
+
+# How long after binding a gang its pods may still be missing from the watch.
+WATCH_LAG_SECONDS = 30.0
+
+
+def _events_still_coming(rt: Runtime, key: JobKey) -> bool:
+    bound_at = rt.just_bound.get(key)
+    if bound_at is None:
+        return False
+    left = bound_at + WATCH_LAG_SECONDS - time.monotonic()
+    if left > 0:
+        # Look again when the grace ends, in case no further event arrives.
+        asyncio.get_running_loop().call_later(left, reconcile_soon, rt, key)
+        return True
+    del rt.just_bound[key]
+    return False
 
 
 async def _running(
@@ -172,6 +191,7 @@ async def _running(
         )
     if bound:
         rt.assumed.forget(job.key)
+        rt.just_bound.pop(job.key, None)
     if counts["runningReplicas"] == job.replicas:
         conditions.append(
             ConditionUpdate(RUNNING, True, str(Reason.PodsRunning), "every replica runs")

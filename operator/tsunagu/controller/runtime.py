@@ -40,6 +40,9 @@ class Runtime:
     bind_failures: dict[JobKey, int] = field(default_factory=dict)
     # Jobs whose pods tsunagu is deleting (restart, requeue): nothing is decided until gone.
     teardown: set[JobKey] = field(default_factory=set)
+    # Gangs bound a moment ago (time.monotonic()): watch events of their pods may still be on
+    # their way, so a pod missing from the view is not yet a broken gang.
+    just_bound: dict[JobKey, float] = field(default_factory=dict)
     # Jobs with a reconcile already scheduled (see lifecycle.reconcile_soon).
     dirty: set[JobKey] = field(default_factory=set)
     # One reconcile at a time per job: two watch events must not both act on the same failure.
@@ -81,4 +84,5 @@ class Runtime:
         self.not_before.pop(key, None)
         self.bind_failures.pop(key, None)
         self.teardown.discard(key)
+        self.just_bound.pop(key, None)
         self.locks.pop(key, None)

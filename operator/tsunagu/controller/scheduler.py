@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # Coalesces a burst of wake-ups (50 jobs created at once) into one pass over the queue.
 BATCH_DELAY_SECONDS = 0.05
 MAX_BIND_BACKOFF_SECONDS = 60.0
+ROLLBACK_WAIT_SECONDS = 60.0
 
 
 async def decision_loop(rt: Runtime) -> None:
@@ -130,6 +131,7 @@ async def bind_gang(
         return
     metrics.BIND_SECONDS.observe(time.perf_counter() - started)
     rt.bind_failures.pop(job.key, None)
+    rt.just_bound[job.key] = time.monotonic()
     await _report_placed(rt, job, decision, decided_at)
     rt.inflight.discard(job.key)
     # Imported here: lifecycle and scheduler call each other, the cycle is only at run time.
@@ -176,19 +178,32 @@ async def _roll_back(rt: Runtime, job: TrainingJobSpec, error: BaseException) ->
     failures = rt.bind_failures.get(job.key, 0) + 1
     rt.bind_failures[job.key] = failures
     rt.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
+    names = [pod_name(job.name, rank) for rank in range(job.replicas)]
     await asyncio.gather(
-        *(
-            rt.kube.call(rt.kube.delete_pod, job.namespace, pod_name(job.name, rank))
-            for rank in range(job.replicas)
-        ),
+        *(rt.kube.call(rt.kube.delete_pod, job.namespace, name) for name in names),
         return_exceptions=True,
     )
+    # The next attempt reuses the pod names: it must not start while the old pods still exist.
+    await _wait_until_gone(rt, job.namespace, names)
     rt.assumed.forget(job.key)
     rt.inflight.discard(job.key)
     rt.post_event(job.key, "Warning", "BindFailed", f"gang rolled back, will retry: {error}")
     from tsunagu.controller.lifecycle import reconcile_job
 
     await reconcile_job(rt, job.key)
+
+
+async def _wait_until_gone(rt: Runtime, namespace: str, names: list[str]) -> None:
+    deadline = time.monotonic() + ROLLBACK_WAIT_SECONDS
+    remaining = list(names)
+    while remaining and time.monotonic() < deadline:
+        exists = await asyncio.gather(
+            *(rt.kube.call(rt.kube.pod_exists, namespace, name) for name in remaining),
+            return_exceptions=True,
+        )
+        remaining = [name for name, found in zip(remaining, exists, strict=True) if found]
+        if remaining:
+            await asyncio.sleep(0.5)
 
 
 async def _report_placed(rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float) -> None:
