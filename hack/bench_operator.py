@@ -195,13 +195,47 @@ def bench_tsunagu(core: Any, custom: Any, jobs: int, per_job: int) -> dict[str, 
         pods = [watcher.bound[f"{name}-{rank}"] for rank in range(per_job)]
         per_gang.append(max(pods) - at)
     peak = rss_mb(process.pid)
+    steady = steady_arrivals(custom, watcher, namespace, per_job)
     process.terminate()
     process.wait(timeout=60)
     watcher.stop()
     delete_namespace(core, namespace)
     return {"pods": jobs * per_job, "seconds": elapsed, "pods_per_second": jobs * per_job / elapsed,
             "p50": percentile(per_gang, 0.5), "p99": percentile(per_gang, 0.99), "rss_mb": peak,
-            "log": log.name}  # fmt: skip
+            "steady": steady, "log": log.name}  # fmt: skip
+
+
+def steady_arrivals(
+    custom: Any,
+    watcher: BindWatcher,
+    namespace: str,
+    per_job: int,
+    jobs: int = 60,
+    rate: float = 2.0,
+) -> dict[str, float]:
+    """Create→all-bound of gangs arriving one by one (no backlog), the latency a user sees."""
+    created: dict[str, float] = {}
+    for i in range(jobs):
+        name = f"steady-{i:03d}"
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob", "metadata": {"name": name},
+            "spec": {"replicas": per_job, "gpusPerReplica": 1,
+                     "template": {"spec": {"containers": [{"name": "t", "image": "x"}]}}},
+        }  # fmt: skip
+        created[name] = time.time()
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", body)
+        time.sleep(1.0 / rate)
+    deadline = time.time() + 120
+    names = [f"{job}-{rank}" for job in created for rank in range(per_job)]
+    while time.time() < deadline and not all(n in watcher.bound for n in names):
+        time.sleep(0.2)
+    latencies = [
+        max(watcher.bound[f"{job}-{rank}"] for rank in range(per_job)) - at
+        for job, at in created.items()
+        if all(f"{job}-{rank}" in watcher.bound for rank in range(per_job))
+    ]
+    return {"jobs": len(latencies), "rate": rate, "p50": percentile(latencies, 0.5),
+            "p99": percentile(latencies, 0.99)}  # fmt: skip
 
 
 def bench_memory(core: Any, custom: Any, jobs: int) -> dict[str, float]:
@@ -277,6 +311,12 @@ def main() -> None:
         f"| tsunagu (gangs, Bind mode) | {ours['pods_per_second']:.0f} "
         f"({ours['pods_per_second'] / baseline['pods_per_second']:.2f}×) | "
         f"{ours['p50'] * 1000:.0f} ms (per gang) | {ours['p99'] * 1000:.0f} ms |"
+    )
+    steady = ours["steady"]
+    print(
+        f"\nGangs arriving one by one ({steady['rate']:.0f} jobs/s, {steady['jobs']} jobs of "
+        f"{args.pods_per_job} pods): create → all bound p50 {steady['p50'] * 1000:.0f} ms, "
+        f"p99 {steady['p99'] * 1000:.0f} ms"
     )
     if memory:
         print(f"\nOperator RSS with {memory['jobs']} TrainingJobs: {memory['rss_mb']:.0f} MB")

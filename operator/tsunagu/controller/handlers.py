@@ -48,6 +48,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.batching.worker_limit = 256
+    # Per-object workers of idle objects exit soon: 10,000 jobs must not mean 10,000 tasks.
+    settings.batching.idle_timeout = 1.0
     if config.namespaces:
         settings.scanning.disabled = True
 

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 BATCH_DELAY_SECONDS = 0.05
 MAX_BIND_BACKOFF_SECONDS = 60.0
 ROLLBACK_WAIT_SECONDS = 60.0
+REPORT_BATCH = 32
 
 
 async def decision_loop(rt: Runtime) -> None:
@@ -52,6 +53,7 @@ async def schedule_pending(rt: Runtime) -> None:
         return
     now = time.time()
     snapshot = rt.view.snapshot(now, rt.assumed.pods())
+    unplaced: list[tuple[TrainingJobSpec, Decision]] = []
     for job in jobs:
         if job.key not in rt.queue:  # deleted while we were deciding others
             continue
@@ -65,10 +67,25 @@ async def schedule_pending(rt: Runtime) -> None:
             rt.assumed.assume(job.key, _assumed_pods(job, decision))
             rt.spawn(bind_gang(rt, job, decision, now), name=f"bind {job.namespace}/{job.name}")
         elif _verdict_changed(rt, job.key, decision):
-            rt.spawn(report_unplaced(rt, job, decision, now), name=f"report {job.name}")
+            unplaced.append((job, decision))
         # One decision is ~1 ms; yielding keeps watch events flowing during a long backlog.
         await asyncio.sleep(0)
     metrics.QUEUE_LENGTH.set(len(rt.queue))
+    if unplaced:
+        rt.spawn(_report_all(rt, unplaced, now), name="report pending jobs")
+
+
+async def _report_all(
+    rt: Runtime, reports: list[tuple[TrainingJobSpec, Decision]], now: float
+) -> None:
+    """Writes pending verdicts a few at a time: a backlog of thousands must not open thousands
+    of requests (and hold their memory) at once."""
+    for start in range(0, len(reports), REPORT_BATCH):
+        batch = reports[start : start + REPORT_BATCH]
+        await asyncio.gather(
+            *(report_unplaced(rt, job, decision, now) for job, decision in batch),
+            return_exceptions=True,
+        )
 
 
 def _verdict_changed(rt: Runtime, key: JobKey, decision: Decision) -> bool:
