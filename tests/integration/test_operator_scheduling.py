@@ -206,3 +206,30 @@ def test_home_region_that_does_not_exist_is_reported_and_fixing_it_unsticks_the_
     wait_condition(cluster, namespace, "lost", "Scheduled", "True", "Placed")
     assert regions_of_pods(cluster, namespace, "lost") == {"tokyo"}
     assert job(cluster, namespace, "lost")["status"]["region"] == "tokyo"
+
+
+def test_a_foreign_pod_with_a_gang_name_is_never_touched_and_the_gang_retries(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "clash-1", "namespace": namespace, "labels": {"owner": "someone"}},
+        # Not for any scheduler: it stays Pending and unbound.
+        "spec": {"schedulerName": "nobody", "containers": [{"name": "c", "image": "x"}]},
+    }
+    cluster.apply(foreign)
+    cluster.apply(training_job(namespace, "clash", None, replicas=2, gpus=1))
+
+    wait_until(
+        lambda: "BindFailed" in {e["reason"] for e in events_for(cluster, namespace, "clash")},
+        message="the gang to be rolled back",
+    )
+    pod = cluster.get_json("pod", "clash-1", "-n", namespace)
+    assert pod["metadata"]["labels"] == {"owner": "someone"}, "the foreign pod was modified"
+    assert not pod["metadata"].get("deletionTimestamp"), "the foreign pod was deleted"
+    assert [p["metadata"]["name"] for p in job_pods(cluster, namespace, "clash")] == []
+
+    cluster.kubectl("delete", "pod", "clash-1", "-n", namespace)
+    wait_condition(cluster, namespace, "clash", "Scheduled", "True", "Placed", timeout=90)
+    wait_until(lambda: all_running(cluster, namespace, "clash", 2), message="the retried gang")

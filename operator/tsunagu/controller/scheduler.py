@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from tsunagu.api.conditions import RUNNING, SCHEDULED, Reason
@@ -25,7 +26,7 @@ from tsunagu.controller.status import (
     placement_status,
     scheduled_condition,
 )
-from tsunagu.placement.engine import Decision, decide
+from tsunagu.placement.engine import Decision, allocations_of, decide
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ async def schedule_pending(rt: Runtime) -> None:
         decision = decide(job, snapshot, rt.settings)
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         if decision.placed:
-            snapshot = snapshot.with_allocations(_allocations(job, decision))
+            snapshot = snapshot.with_allocations(allocations_of(decision, job))
             rt.queue.remove(job.key)
             rt.inflight.add(job.key)
             rt.assumed.assume(job.key, _assumed_pods(job, decision))
@@ -101,13 +102,6 @@ def _verdict_changed(rt: Runtime, key: JobKey, decision: Decision) -> bool:
     )
 
 
-def _allocations(job: TrainingJobSpec, decision: Decision) -> dict[str, int]:
-    allocations: dict[str, int] = {}
-    for node in decision.nodes:
-        allocations[node] = allocations.get(node, 0) + job.gpus_per_replica
-    return allocations
-
-
 def _assumed_pods(job: TrainingJobSpec, decision: Decision) -> tuple[PodUsage, ...]:
     return tuple(
         PodUsage(job.namespace, pod_name(job.name, rank), node, job.gpus_per_replica, False)
@@ -119,7 +113,7 @@ async def report_unplaced(
     rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float
 ) -> None:
     """Scheduled=False with the dominant reason; an Event and a metric only when it changes."""
-    previous = rt.statuses.condition(job.key, "Scheduled")
+    previous = rt.statuses.condition(job.key, SCHEDULED)
     condition = scheduled_condition(decision)
     changed = previous is None or previous.get("reason") != condition.reason
     generation = _generation(rt, job.key)
@@ -140,11 +134,12 @@ async def bind_gang(
     rt: Runtime, job: TrainingJobSpec, decision: Decision, decided_at: float
 ) -> None:
     started = time.perf_counter()
+    ours: list[str] = []
     try:
         async with rt.bind_slots:
-            await _create_and_bind(rt, job, decision)
+            await _create_and_bind(rt, job, decision, ours)
     except Exception as error:
-        await _roll_back(rt, job, error)
+        await _roll_back(rt, job, error, ours)
         return
     metrics.BIND_SECONDS.observe(time.perf_counter() - started)
     rt.bind_failures.pop(job.key, None)
@@ -157,7 +152,10 @@ async def bind_gang(
     await reconcile_job(rt, job.key)
 
 
-async def _create_and_bind(rt: Runtime, job: TrainingJobSpec, decision: Decision) -> None:
+async def _create_and_bind(
+    rt: Runtime, job: TrainingJobSpec, decision: Decision, ours: list[str]
+) -> None:
+    """Creates and binds the gang; `ours` collects the pods this attempt owns (for a rollback)."""
     body = rt.view.jobs.get(job.key)
     if body is None:
         raise RuntimeError("the TrainingJob was deleted before its pods were created")
@@ -165,19 +163,28 @@ async def _create_and_bind(rt: Runtime, job: TrainingJobSpec, decision: Decision
     dataset = rt.view.datasets.get((job.namespace, job.dataset_ref)) if job.dataset_ref else None
     await rt.kube.call(rt.kube.create_service, build_service(job, body))
     pods = [build_pod(job, body, rank, decision.region, dataset) for rank in range(job.replicas)]
-    await asyncio.gather(*(_create_pod(rt, pod) for pod in pods))
+    await _all(_create_pod(rt, pod, ours) for pod in pods)
     if job.placement.mode is PlacementMode.Bind:
-        await asyncio.gather(
-            *(
-                rt.kube.call(rt.kube.bind_pod, job.namespace, pod_name(job.name, rank), node)
-                for rank, node in enumerate(decision.nodes)
-            )
+        await _all(
+            rt.kube.call(rt.kube.bind_pod, job.namespace, pod_name(job.name, rank), node)
+            for rank, node in enumerate(decision.nodes)
         )
 
 
-async def _create_pod(rt: Runtime, pod: dict[str, Any]) -> None:
+async def _all(calls: Iterable[Awaitable[Any]]) -> None:
+    """Like gather, but lets every call finish before raising the first error: a rollback must
+    know every pod that was created."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _create_pod(rt: Runtime, pod: dict[str, Any], ours: list[str]) -> None:
+    name = pod["metadata"]["name"]
     try:
         await rt.kube.call(rt.kube.create_pod, pod)
+        ours.append(name)
     except Conflict:
         # A pod of this name exists: only ours, unbound, may be reused (e.g. after a crash).
         existing = await rt.kube.call(
@@ -186,22 +193,25 @@ async def _create_pod(rt: Runtime, pod: dict[str, Any]) -> None:
         owner = pod["metadata"]["ownerReferences"][0]["uid"]
         owners = [r.get("uid") for r in existing["metadata"].get("ownerReferences") or []]
         if owner not in owners or existing["spec"].get("nodeName"):
-            raise RuntimeError(f"pod {pod['metadata']['name']} exists already") from None
+            raise RuntimeError(f"pod {name} exists already") from None
+        ours.append(name)
 
 
-async def _roll_back(rt: Runtime, job: TrainingJobSpec, error: BaseException) -> None:
+async def _roll_back(
+    rt: Runtime, job: TrainingJobSpec, error: BaseException, ours: list[str]
+) -> None:
+    """Deletes the pods this attempt created (never a pod of someone else's with the same name)."""
     logger.warning("gang of %s/%s rolled back: %s", job.namespace, job.name, error)
     metrics.BIND_FAILURES.inc()
     failures = rt.bind_failures.get(job.key, 0) + 1
     rt.bind_failures[job.key] = failures
     rt.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
-    names = [pod_name(job.name, rank) for rank in range(job.replicas)]
     await asyncio.gather(
-        *(rt.kube.call(rt.kube.delete_pod, job.namespace, name) for name in names),
+        *(rt.kube.call(rt.kube.delete_pod, job.namespace, name) for name in ours),
         return_exceptions=True,
     )
     # The next attempt reuses the pod names: it must not start while the old pods still exist.
-    await _wait_until_gone(rt, job.namespace, names)
+    await _wait_until_gone(rt, job.namespace, ours)
     rt.assumed.forget(job.key)
     rt.inflight.discard(job.key)
     rt.post_event(job.key, "Warning", "BindFailed", f"gang rolled back, will retry: {error}")
