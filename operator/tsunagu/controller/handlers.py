@@ -10,7 +10,15 @@ from typing import Any
 
 import kopf
 
-from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
+from tsunagu.api.names import (
+    API_VERSION,
+    DATASETS,
+    GROUP,
+    REGIONS,
+    TRAINING_JOB_KIND,
+    TRAINING_JOBS,
+    VERSION,
+)
 from tsunagu.api.parse import SpecError
 from tsunagu.controller.config import OperatorConfig
 from tsunagu.controller.kube import Kube
@@ -94,6 +102,9 @@ async def _prime(rt: Runtime) -> None:
             logger.warning("ignoring dataset: %s", error)
     namespaces = set(rt.config.namespaces)
     for job in listed["trainingjobs"]:
+        # Items of a list may come without apiVersion and kind; Events need them.
+        job.setdefault("apiVersion", API_VERSION)
+        job.setdefault("kind", TRAINING_JOB_KIND)
         metadata = job["metadata"]
         if namespaces and metadata["namespace"] not in namespaces:
             continue

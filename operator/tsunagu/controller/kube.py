@@ -4,6 +4,7 @@ loop go through `asyncio.to_thread` (see `Kube.call`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
 logger = logging.getLogger(__name__)
 
 COMPONENT = "tsunagu"
+LIST_PAGE_SIZE = 500
 T = TypeVar("T")
 
 
@@ -48,16 +50,38 @@ class Kube:
 
     # --- reads used once at start-up to prime the view -----------------------------------------
     def list_all(self) -> dict[str, list[dict[str, Any]]]:
-        sanitize = self.api.sanitize_for_serialization
         return {
-            "nodes": [sanitize(n) for n in self.core.list_node().items],
-            "pods": [sanitize(p) for p in self.core.list_pod_for_all_namespaces().items],
-            "regions": self.custom.list_cluster_custom_object(GROUP, VERSION, REGIONS)["items"],
-            "datasets": self.custom.list_cluster_custom_object(GROUP, VERSION, DATASETS)["items"],
-            "trainingjobs": self.custom.list_cluster_custom_object(GROUP, VERSION, TRAINING_JOBS)[
-                "items"
-            ],
+            "nodes": self._list_pages(self.core.list_node),
+            "pods": self._list_pages(self.core.list_pod_for_all_namespaces),
+            "regions": self._list_pages(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, REGIONS
+            ),
+            "datasets": self._list_pages(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, DATASETS
+            ),
+            "trainingjobs": self._list_pages(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, TRAINING_JOBS
+            ),
         }
+
+    def _list_pages(self, method: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
+        """Every item, read page by page as plain JSON: a cluster with 10,000 objects never sits
+        in memory twice (once as the client's models, once as dicts) while the operator starts."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page_args: dict[str, Any] = {"limit": LIST_PAGE_SIZE, "_preload_content": False}
+            if token:
+                page_args["_continue"] = token
+            response = method(*args, **page_args)
+            try:
+                page = json.loads(response.data)
+            finally:
+                response.release_conn()
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     # --- children of a TrainingJob -------------------------------------------------------------
     def create_service(self, body: Mapping[str, Any]) -> None:
