@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 COMPONENT = "tsunagu"
 LIST_PAGE_SIZE = 500
+MERGE_PATCH = "application/merge-patch+json"
 T = TypeVar("T")
 
 
@@ -83,39 +84,55 @@ class Kube:
             if not token:
                 return items
 
-    # --- children of a TrainingJob -------------------------------------------------------------
+    # --- writes: the hot path of gang binding ------------------------------------------------
+    def _send(
+        self, method: str, path: str, body: Any, content_type: str = "application/json"
+    ) -> None:
+        """One request, its response drained unread; raises ApiException for a non-2xx answer.
+
+        It skips the generated methods' per-call argument validation and model layer: for a
+        plain dict both are pure overhead, paid for every pod created and bound.
+        """
+        request = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request)
+        response.read()
+        if not 200 <= response.status <= 299:
+            body = response.data.decode("utf-8", "replace") if response.data else None
+            raise ApiException.from_response(http_resp=response, body=body, data=None)
+
     def create_service(self, body: Mapping[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
         try:
-            _drain(
-                self.core.create_namespaced_service(
-                    body["metadata"]["namespace"], body, _preload_content=False
-                )
-            )
+            self._send("POST", f"/api/v1/namespaces/{namespace}/services", body)
         except ApiException as error:
             if error.status != 409:
                 raise
 
     def create_pod(self, body: Mapping[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
         try:
-            # Responses of writes are not read: decoding a Pod into the client's models costs
-            # more CPU than the request itself.
-            _drain(
-                self.core.create_namespaced_pod(
-                    body["metadata"]["namespace"], body, _preload_content=False
-                )
-            )
+            self._send("POST", f"/api/v1/namespaces/{namespace}/pods", body)
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(body["metadata"]["name"]) from error
             raise
 
     def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
-        pod = self.core.read_namespaced_pod(name, namespace)
-        return dict(self.api.sanitize_for_serialization(pod))
+        response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        try:
+            return dict(json.loads(response.data))
+        finally:
+            response.release_conn()
 
     def pod_exists(self, namespace: str, name: str) -> bool:
         try:
-            _drain(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+            self.read_pod(namespace, name)
         except ApiException as error:
             if error.status == 404:
                 return False
@@ -129,50 +146,29 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
-        # The response is a Status the generated model cannot deserialize; skip decoding it.
-        _drain(
-            self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
-        )
+        self._send("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding", body)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
-            _drain(
-                self.core.delete_namespaced_pod(
-                    name, namespace, grace_period_seconds=0, _preload_content=False
-                )
+            self._send(
+                "DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", {"gracePeriodSeconds": 0}
             )
         except ApiException as error:
             if error.status != 404:
                 raise
 
-    # --- status -------------------------------------------------------------------------------
     def create_event(self, body: Mapping[str, Any]) -> None:
-        _drain(
-            self.core.create_namespaced_event(
-                body["metadata"]["namespace"], body, _preload_content=False
-            )
-        )
+        namespace = body["metadata"]["namespace"]
+        self._send("POST", f"/api/v1/namespaces/{namespace}/events", body)
 
+    # --- status -------------------------------------------------------------------------------
     def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        patch = {"status": status}
-        _drain(
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, TRAINING_JOBS, name, patch, _preload_content=False
-            )
-        )
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{TRAINING_JOBS}/{name}/status"
+        self._send("PATCH", path, {"status": status}, MERGE_PATCH)
 
     def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
-        _drain(
-            self.custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, REGIONS, name, {"status": status}, _preload_content=False
-            )
-        )
-
-
-def _drain(response: Any) -> None:
-    """Reads and releases a raw response so its connection goes back to the pool."""
-    response.read()
-    response.release_conn()
+        path = f"/apis/{GROUP}/{VERSION}/{REGIONS}/{name}/status"
+        self._send("PATCH", path, {"status": status}, MERGE_PATCH)
 
 
 def event_body(
