@@ -143,3 +143,15 @@ def test_headless_service_selects_the_job_pods() -> None:
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {"tsunagu.io/job": "llm-ft"}
     assert service["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_delegate_mode_uses_the_regions_own_node_selector_when_it_has_one() -> None:
+    selector = {"example.com/site": "kyushu-1", "example.com/pool": "gpu"}
+    pod = build_pod(job(PlacementMode.Delegate), JOB_BODY, 0, "fukuoka", None, selector)
+    terms = pod["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"] == [
+        {"key": "example.com/pool", "operator": "In", "values": ["gpu"]},
+        {"key": "example.com/site", "operator": "In", "values": ["kyushu-1"]},
+    ]

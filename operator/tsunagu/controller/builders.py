@@ -99,6 +99,7 @@ def build_pod(
     rank: int,
     region: str,
     dataset: DatasetSpec | None,
+    region_selector: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Pod of one rank, wired for torch.distributed (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT).
 
@@ -143,7 +144,8 @@ def build_pod(
     if job.placement.mode is PlacementMode.Bind:
         spec["schedulerName"] = SCHEDULER_NAME
     else:
-        spec["affinity"] = _region_affinity(spec.get("affinity"), region)
+        selector = region_selector or {REGION_LABEL: region}
+        spec["affinity"] = _region_affinity(spec.get("affinity"), selector)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -176,9 +178,17 @@ def _wire_dataset_volume(spec: dict[str, Any], dataset: DatasetSpec | None, regi
         container["volumeMounts"] = mounts
 
 
-def _region_affinity(existing: Mapping[str, Any] | None, region: str) -> dict[str, Any]:
+def _region_affinity(
+    existing: Mapping[str, Any] | None, selector: Mapping[str, str]
+) -> dict[str, Any]:
+    """Adds the region's node selector (its label, or the Region's own nodeSelector)."""
     affinity = copy.deepcopy(dict(existing or {}))
-    term = {"matchExpressions": [{"key": REGION_LABEL, "operator": "In", "values": [region]}]}
+    term = {
+        "matchExpressions": [
+            {"key": key, "operator": "In", "values": [value]}
+            for key, value in sorted(selector.items())
+        ]
+    }
     node_affinity = affinity.setdefault("nodeAffinity", {})
     required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
     terms = required.get("nodeSelectorTerms") or [{}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, RUNNING, SCHEDULED, Reason
@@ -338,6 +339,4 @@ async def _latency_verdict(
 
 
 def _parse_time(value: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -51,10 +51,13 @@ class RegionStatusWriter:
 
     async def write_all(self, rt: Runtime) -> None:
         now = time.time()
-        usage = rt.view.region_usage()
+        # The engine's own accounting (nodeSelector-aware), so status and decisions agree.
+        snapshot = rt.view.snapshot(now)
         for name in sorted(rt.view.regions):
+            if not snapshot.has_region(name):
+                continue
             old = self._written.get(name, {})
-            new = dict(region_status_fields(usage[name]))
+            new = dict(region_status_fields(snapshot.capacity(name)))
             links = measured_links(rt, name, now)
             old_links = old.get("links", [])
             threshold = rt.config.link_change_threshold_ms

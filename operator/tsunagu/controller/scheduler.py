@@ -162,7 +162,12 @@ async def _create_and_bind(
     assert decision.region is not None
     dataset = rt.view.datasets.get((job.namespace, job.dataset_ref)) if job.dataset_ref else None
     await rt.kube.call(rt.kube.create_service, build_service(job, body))
-    pods = [build_pod(job, body, rank, decision.region, dataset) for rank in range(job.replicas)]
+    region = rt.view.regions.get(decision.region)
+    selector = dict(region.node_selector) if region and region.node_selector else None
+    pods = [
+        build_pod(job, body, rank, decision.region, dataset, selector)
+        for rank in range(job.replicas)
+    ]
     await _all(_create_pod(rt, pod, ours) for pod in pods)
     if job.placement.mode is PlacementMode.Bind:
         await _all(

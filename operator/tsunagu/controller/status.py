@@ -10,6 +10,7 @@ from typing import Any
 
 from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, RUNNING, SCHEDULED, Reason
 from tsunagu.placement.engine import Candidate, Decision
+from tsunagu.placement.snapshot import RegionCapacity
 
 MAX_ALTERNATIVES = 8
 MAX_MESSAGE = 1024
@@ -115,26 +116,13 @@ def scheduled_condition(decision: Decision) -> ConditionUpdate:
     return ConditionUpdate(SCHEDULED, False, decision.reason, explain(decision))
 
 
-@dataclass(frozen=True, slots=True)
-class RegionUsage:
-    capacity: int
-    allocatable: int
-    allocated: int
-    ready_nodes: int
-    nodes: int
-
-    @property
-    def free(self) -> int:
-        return max(self.allocatable - self.allocated, 0)
-
-
-def region_status_fields(usage: RegionUsage) -> dict[str, Any]:
+def region_status_fields(capacity: RegionCapacity) -> dict[str, Any]:
     return {
-        "gpuCapacity": usage.capacity,
-        "gpuAllocatable": usage.allocatable,
-        "gpuAllocated": usage.allocated,
-        "gpuFree": usage.free,
-        "readyNodes": usage.ready_nodes,
-        "nodes": usage.nodes,
-        "gpus": f"{usage.free}/{usage.allocatable}",
+        "gpuCapacity": capacity.gpu_capacity,
+        "gpuAllocatable": capacity.gpu_allocatable,
+        "gpuAllocated": capacity.gpu_allocated,
+        "gpuFree": capacity.gpu_free,
+        "readyNodes": capacity.ready_nodes,
+        "nodes": capacity.nodes,
+        "gpus": f"{capacity.gpu_free}/{capacity.gpu_allocatable}",
     }

@@ -15,7 +15,6 @@ from typing import Any
 from tsunagu.api.names import JOB_LABEL, RANK_LABEL
 from tsunagu.api.parse import SpecError, parse_dataset, parse_node, parse_pod, parse_region
 from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec
-from tsunagu.controller.status import RegionUsage
 from tsunagu.placement.latency import LatencyMatrix, Measurement
 from tsunagu.placement.snapshot import ClusterSnapshot
 
@@ -211,39 +210,7 @@ class ClusterView:
             regions, self.nodes.values(), pods, datasets, self.latency(), now
         )
 
-    def region_of_node(self, node_name: str) -> str | None:
-        node = self.nodes.get(node_name)
-        return node.region if node else None
-
     def node_alive(self, node_name: str | None) -> bool:
         """False when the node is gone or not Ready: pods bound there no longer run."""
         name = node_name or ""
         return name in self.nodes and name not in self.not_ready
-
-    def region_usage(self) -> dict[str, RegionUsage]:
-        allocated: dict[str, int] = defaultdict(int)
-        for pod in self.gpu_pods.values():
-            if pod.node_name and not pod.terminal:
-                region = self.region_of_node(pod.node_name)
-                if region is not None:
-                    allocated[region] += pod.gpus
-        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        for node in self.nodes.values():
-            if node.region is None:
-                continue
-            entry = totals[node.region]
-            entry[0] += node.allocatable_gpus
-            entry[3] += 1
-            if node.schedulable:
-                entry[1] += node.allocatable_gpus
-                entry[2] += 1
-        return {
-            name: RegionUsage(
-                capacity=totals[name][0],
-                allocatable=totals[name][1],
-                allocated=allocated.get(name, 0),
-                ready_nodes=totals[name][2],
-                nodes=totals[name][3],
-            )
-            for name in self.regions
-        }
