@@ -1,0 +1,234 @@
+"""The Helm chart as rendered: it lints strictly, grants exactly the agreed RBAC, pins probes to
+their regions, meets the restricted Pod Security Standard, and refuses bad values by name."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.helm import (
+    APPLICATION_RULES,
+    CHART,
+    FRAMEWORK_RULES,
+    KUBE_VERSION,
+    PROBE_VALUES,
+    Helm,
+    find,
+    pod_templates,
+    rule_triples,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+# --- rendering (Helm only) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({}, id="defaults"),
+        pytest.param({**PROBE_VALUES, "serviceMonitor": {"enabled": True}}, id="probes-monitor"),
+        pytest.param(
+            {"operator": {"watchNamespaces": ["team-a"], "defaultMaxRttMs": 20}},
+            id="namespaces-and-budget",
+        ),
+    ],
+)
+def test_chart_lints_strictly(helm: Helm, values: dict[str, Any]) -> None:
+    result = helm.run(
+        "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, values=values, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rbac_is_exactly_the_agreed_rules_split_in_two(helm: Helm) -> None:
+    objects = helm.template()
+    roles = {role["metadata"]["name"]: role for role in find(objects, "ClusterRole")}
+    assert set(roles) == {"tsunagu-framework", "tsunagu-application"}
+    assert rule_triples(roles["tsunagu-framework"]) == FRAMEWORK_RULES
+    assert rule_triples(roles["tsunagu-application"]) == APPLICATION_RULES
+    rendered = json.dumps([roles[name]["rules"] for name in roles])
+    assert "*" not in rendered
+    assert not find(objects, "Role"), "the operator needs cluster-wide roles only"
+    for binding in find(objects, "ClusterRoleBinding"):
+        assert binding["roleRef"]["name"] == binding["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "tsunagu", "namespace": "tsunagu"}
+        ]
+
+
+@pytest.mark.parametrize(
+    ("values", "monitors"),
+    [
+        pytest.param({}, [], id="disabled"),
+        pytest.param({"serviceMonitor": {"enabled": True}}, ["tsunagu"], id="operator"),
+        pytest.param(
+            {**PROBE_VALUES, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+            ["tsunagu", "tsunagu-probes"],
+            id="operator-and-probes",
+        ),
+        pytest.param(PROBE_VALUES, [], id="probes-without-monitor"),
+    ],
+)
+def test_service_monitor_is_rendered_only_when_enabled(
+    helm: Helm, values: dict[str, Any], monitors: list[str]
+) -> None:
+    found = find(helm.template(values), "ServiceMonitor")
+    assert sorted(m["metadata"]["name"] for m in found) == monitors
+    for monitor in found:
+        assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+        if "labels" in values["serviceMonitor"]:
+            assert monitor["metadata"]["labels"]["release"] == "kps"
+
+
+def test_one_probe_daemonset_and_service_per_region_pinned_by_node_affinity(helm: Helm) -> None:
+    objects = helm.template(PROBE_VALUES, namespace="net")
+    regions = PROBE_VALUES["probes"]["regions"]
+    daemonsets = {ds["metadata"]["name"]: ds for ds in find(objects, "DaemonSet")}
+    services = {svc["metadata"]["name"] for svc in find(objects, "Service")}
+    assert set(daemonsets) == {f"tsunagu-probe-{region}" for region in regions}
+    assert services == {"tsunagu-metrics"} | set(daemonsets)
+    for region in regions:
+        pod = daemonsets[f"tsunagu-probe-{region}"]["spec"]["template"]["spec"]
+        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"] == [
+            {
+                "matchExpressions": [
+                    {"key": "topology.kubernetes.io/region", "operator": "In", "values": [region]}
+                ]
+            }
+        ]
+        args = pod["containers"][0]["args"]
+        assert args[:3] == ["probe", "--region", region]
+        assert args[args.index("--listen") + 1] == "0.0.0.0:7400"
+        assert args[args.index("--metrics-listen") + 1] == "0.0.0.0:9400"
+        assert args[args.index("--peers-file") + 1] == "/etc/tsunagu/peers.yaml"
+        assert pod["automountServiceAccountToken"] is False
+    (peers,) = find(objects, "ConfigMap", "tsunagu-probe-peers")
+    assert yaml.safe_load(peers["data"]["peers.yaml"]) == {
+        region: f"tsunagu-probe-{region}.net.svc:7400" for region in regions
+    }
+
+
+def test_every_pod_meets_the_restricted_standard(helm: Helm) -> None:
+    templates = pod_templates(helm.template(PROBE_VALUES))
+    assert len(templates) == 1 + len(PROBE_VALUES["probes"]["regions"])
+    for name, pod in templates:
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert container["resources"]["requests"], name
+            assert container["resources"]["limits"]["memory"], name
+
+
+def test_operator_deployment_is_one_recreated_replica_with_liveness(helm: Helm) -> None:
+    (deployment,) = find(helm.template(), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["run"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+
+
+def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    (deployment,) = find(objects, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("operator_values", "expected", "absent"),
+    [
+        pytest.param(
+            {},
+            {
+                "TSUNAGU_LATENCY_INTERVAL": "10",
+                "TSUNAGU_STALENESS_SECONDS": "120",
+                "TSUNAGU_LOG_FORMAT": "json",
+                "TSUNAGU_METRICS_PORT": "8080",
+                "TSUNAGU_LIVENESS_PORT": "8081",
+            },
+            {"TSUNAGU_PROMETHEUS_URL", "TSUNAGU_DEFAULT_MAX_RTT_MS", "TSUNAGU_LATENCY_QUERY"},
+            id="defaults-leave-unset-settings-to-the-operator",
+        ),
+        pytest.param(
+            {
+                "prometheus": {
+                    "url": "http://prometheus.monitoring.svc:9090",
+                    "latencyQuery": "max by (source_region, target_region) (rtt)",
+                    "intervalSeconds": 5,
+                },
+                "stalenessSeconds": 60,
+                "defaultMaxRttMs": 12.5,
+                "defaultMaxThroughputLoss": 0.15,
+                "retryIntervalSeconds": 30,
+                "logFormat": "plain",
+            },
+            {
+                "TSUNAGU_PROMETHEUS_URL": "http://prometheus.monitoring.svc:9090",
+                "TSUNAGU_LATENCY_QUERY": "max by (source_region, target_region) (rtt)",
+                "TSUNAGU_LATENCY_INTERVAL": "5",
+                "TSUNAGU_STALENESS_SECONDS": "60",
+                "TSUNAGU_DEFAULT_MAX_RTT_MS": "12.5",
+                "TSUNAGU_DEFAULT_MAX_THROUGHPUT_LOSS": "0.15",
+                "TSUNAGU_RETRY_INTERVAL": "30",
+                "TSUNAGU_LOG_FORMAT": "plain",
+            },
+            set(),
+            id="every-setting",
+        ),
+        pytest.param(
+            {"defaultMaxThroughputLoss": 0},
+            {"TSUNAGU_DEFAULT_MAX_THROUGHPUT_LOSS": "0"},
+            set(),
+            id="zero-is-a-value-not-unset",
+        ),
+    ],
+)
+def test_operator_settings_become_environment_variables(
+    helm: Helm, operator_values: dict[str, Any], expected: dict[str, str], absent: set[str]
+) -> None:
+    env = _operator_env(helm.template({"operator": operator_values}))
+    assert {name: env.get(name) for name in expected} == expected
+    assert not absent & set(env), absent & set(env)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param({"operater": {}}, "additional properties 'operater'", id="unknown-top-key"),
+        pytest.param({"operator": {"logFormat": "xml"}}, "/operator/logFormat", id="log-format"),
+        pytest.param(
+            {"operator": {"defaultMaxThroughputLoss": 1.5}},
+            "/operator/defaultMaxThroughputLoss",
+            id="loss-above-one",
+        ),
+        pytest.param(
+            {"probes": {"enabled": True, "regions": ["Tokyo"]}},
+            "/probes/regions/0",
+            id="region-not-a-dns-label",
+        ),
+        pytest.param({"probes": {"enabled": True}}, "probes.regions", id="probes-without-regions"),
+        pytest.param(
+            {"serviceAccount": {"create": False}}, "serviceAccount.name", id="no-account-to-use"
+        ),
+    ],
+)
+def test_bad_values_fail_naming_the_field(helm: Helm, values: dict[str, Any], message: str) -> None:
+    result = helm.run(
+        "template", "tsunagu", str(CHART), "--kube-version", KUBE_VERSION, values=values,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
