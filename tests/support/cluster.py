@@ -79,7 +79,7 @@ class OperatorProcess:
     """`tsunagu run` as a child process; its output goes to a log file shown when a test fails."""
 
     def __init__(
-        self, cluster: Cluster, args: Iterable[str] = (), env: Mapping[str, str] = ()
+        self, cluster: Cluster, args: Iterable[str] = (), env: Mapping[str, str] | None = None
     ) -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
             prefix="tsunagu-operator-", suffix=".log", delete=False
@@ -87,7 +87,7 @@ class OperatorProcess:
         self.command = [sys.executable, "-m", "tsunagu.cli", "run", *args]
         self.process = subprocess.Popen(
             self.command,
-            env={**cluster.env(), "PYTHONUNBUFFERED": "1", **dict(env)},
+            env={**cluster.env(), "PYTHONUNBUFFERED": "1", **dict(env or {})},
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
