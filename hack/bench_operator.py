@@ -195,6 +195,7 @@ def bench_tsunagu(core: Any, custom: Any, jobs: int, per_job: int) -> dict[str, 
         pods = [watcher.bound[f"{name}-{rank}"] for rank in range(per_job)]
         per_gang.append(max(pods) - at)
     peak = rss_mb(process.pid)
+    wait_all_running(core, namespace, jobs * per_job)
     steady = steady_arrivals(custom, watcher, namespace, per_job)
     process.terminate()
     process.wait(timeout=60)
@@ -203,6 +204,17 @@ def bench_tsunagu(core: Any, custom: Any, jobs: int, per_job: int) -> dict[str, 
     return {"pods": jobs * per_job, "seconds": elapsed, "pods_per_second": jobs * per_job / elapsed,
             "p50": percentile(per_gang, 0.5), "p99": percentile(per_gang, 0.99), "rss_mb": peak,
             "steady": steady, "log": log.name}  # fmt: skip
+
+
+def wait_all_running(core: Any, namespace: str, pods: int, timeout: float = 300) -> None:
+    """Lets kwok finish starting the burst, so the next phase measures no leftover load."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        listed = core.list_namespaced_pod(namespace, _preload_content=False)
+        items = json.loads(listed.data)["items"]
+        if sum(p.get("status", {}).get("phase") == "Running" for p in items) >= pods:
+            return
+        time.sleep(2)
 
 
 def steady_arrivals(
