@@ -98,6 +98,8 @@ async def _report_invalid(
 async def _no_pods(rt: Runtime, job: TrainingJobSpec, generation: int, now: float) -> None:
     status = rt.statuses.current(job.key)
     if status.get("region"):
+        if _events_still_coming(rt, job.key):
+            return  # bound a moment ago: the watch has not shown its pods yet
         # Placed before, but its pods are gone (deleted by someone, or never created).
         await _requeue(rt, job, generation, now, "the job's pods disappeared", delete=False)
         return
