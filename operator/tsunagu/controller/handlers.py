@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -128,17 +129,23 @@ async def _poll_latency(rt: Runtime) -> None:
         overrides["jitterQuery"] = config.jitter_query
     source = PrometheusLatencySource(PrometheusLatencySettings.from_mapping(overrides))
 
+    last_update = time.monotonic()
+
     async def update(measurements: tuple[Any, ...]) -> None:
+        nonlocal last_update
+        last_update = time.monotonic()
         rt.view.measurements = measurements
         rt.queue.wake()
         await check_latency_budgets(rt)
 
     async def check_staleness_too() -> None:
-        # When Prometheus stops answering no update arrives; measurements still age out.
+        # When Prometheus stops answering no update arrives, yet measurements still age out;
+        # while updates do arrive, they run the check themselves.
         while True:
             await asyncio.sleep(config.latency_interval)
-            await check_latency_budgets(rt)
-            rt.queue.wake()
+            if time.monotonic() - last_update >= config.latency_interval:
+                await check_latency_budgets(rt)
+                rt.queue.wake()
 
     rt.spawn(check_staleness_too(), name="latency ageing")
     await source.poll(update, known_regions=lambda: set(rt.view.regions))
