@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
+from tsunagu.api.names import GROUP, REGIONS, TRAINING_JOBS, VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -50,39 +50,26 @@ class Kube:
         return await asyncio.to_thread(function, *args, **kwargs)
 
     # --- reads used once at start-up to prime the view -----------------------------------------
-    def list_all(self) -> dict[str, list[dict[str, Any]]]:
-        return {
-            "nodes": self._list_pages(self.core.list_node),
-            "pods": self._list_pages(self.core.list_pod_for_all_namespaces),
-            "regions": self._list_pages(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, REGIONS
-            ),
-            "datasets": self._list_pages(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, DATASETS
-            ),
-            "trainingjobs": self._list_pages(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, TRAINING_JOBS
-            ),
-        }
-
-    def _list_pages(self, method: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
-        """Every item, read page by page as plain JSON: a cluster with 10,000 objects never sits
-        in memory twice (once as the client's models, once as dicts) while the operator starts."""
-        items: list[dict[str, Any]] = []
-        token = None
-        while True:
-            page_args: dict[str, Any] = {"limit": LIST_PAGE_SIZE, "_preload_content": False}
-            if token:
-                page_args["_continue"] = token
-            response = method(*args, **page_args)
-            try:
-                page = json.loads(response.data)
-            finally:
-                response.release_conn()
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+    def list_page(self, kind: str, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of `kind` (nodes, pods, regions, datasets, trainingjobs) as plain JSON and the
+        token of the next page. The caller handles each page before it reads the next, so a
+        cluster with 10,000 objects never sits in memory all at once while the operator starts."""
+        args: tuple[str, ...] = ()
+        if kind == "nodes":
+            method = self.core.list_node
+        elif kind == "pods":
+            method = self.core.list_pod_for_all_namespaces
+        else:
+            method, args = self.custom.list_cluster_custom_object, (GROUP, VERSION, kind)
+        page_args: dict[str, Any] = {"limit": LIST_PAGE_SIZE, "_preload_content": False}
+        if token:
+            page_args["_continue"] = token
+        response = method(*args, **page_args)
+        try:
+            page = json.loads(response.data)
+        finally:
+            response.release_conn()
+        return page.get("items") or [], (page.get("metadata") or {}).get("continue") or None
 
     # --- writes: the hot path of gang binding ------------------------------------------------
     def _send(

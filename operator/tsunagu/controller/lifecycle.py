@@ -48,7 +48,7 @@ def reconcile_soon(rt: Runtime, key: JobKey) -> None:
 
 
 async def reconcile_job(rt: Runtime, key: JobKey) -> None:
-    async with rt.locks[key]:
+    async with rt.lock(key):
         await _reconcile(rt, key)
 
 
@@ -295,7 +295,7 @@ async def check_latency_budgets(rt: Runtime) -> None:
             continue
         met, rtt = latency_budget_status(job, dataset, region, matrix, now, rt.settings)
         generation = int(body["metadata"].get("generation") or 0)
-        async with rt.locks[key]:
+        async with rt.lock(key):
             await _latency_verdict(rt, job, generation, now, met, rtt)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +46,10 @@ class Runtime:
     # Jobs with a reconcile already scheduled (see lifecycle.reconcile_soon).
     dirty: set[JobKey] = field(default_factory=set)
     # One reconcile at a time per job: two watch events must not both act on the same failure.
-    locks: dict[JobKey, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    # Weak: a lock lives while a reconcile holds or awaits it, not once per job for ever.
+    locks: weakref.WeakValueDictionary[JobKey, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     bind_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
 
@@ -60,6 +63,12 @@ class Runtime:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    def lock(self, key: JobKey) -> asyncio.Lock:
+        lock = self.locks.get(key)
+        if lock is None:
+            lock = self.locks[key] = asyncio.Lock()
+        return lock
 
     def post_event(self, key: JobKey, kind: str, reason: str, message: str) -> None:
         """Posts an Event on the TrainingJob with the same reason as its condition."""
@@ -85,4 +94,3 @@ class Runtime:
         self.bind_failures.pop(key, None)
         self.teardown.discard(key)
         self.just_bound.pop(key, None)
-        self.locks.pop(key, None)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tsunagu.controller.kube import Kube, is_not_found
+from tsunagu.controller.packed import PackedDocuments
 from tsunagu.controller.status import ConditionUpdate, merge_conditions
 
 logger = logging.getLogger(__name__)
@@ -37,15 +38,16 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
 @dataclass
 class StatusBook:
     kube: Kube
-    _written: dict[JobKey, dict[str, Any]] = field(default_factory=dict)
+    _written: PackedDocuments[JobKey] = field(default_factory=PackedDocuments)
 
     def seed(self, key: JobKey, status: Mapping[str, Any] | None) -> None:
         """Takes the status found on the object the first time the operator sees it."""
         if key not in self._written:
-            self._written[key] = copy.deepcopy(dict(status or {}))
+            self._written[key] = dict(status or {})
 
     def current(self, key: JobKey) -> dict[str, Any]:
-        return self._written.setdefault(key, {})
+        """A copy of the status last written (changing it changes nothing)."""
+        return self._written.get(key) or {}
 
     def condition(self, key: JobKey, type_: str) -> dict[str, Any] | None:
         for condition in self.current(key).get("conditions") or []:
@@ -67,10 +69,10 @@ class StatusBook:
     ) -> bool:
         """Applies the changes; patches the API only when something differs. True if patched."""
         old = self.current(key)
-        new = copy.deepcopy(old)
+        new = self.current(key)
         for name in remove:
             new.pop(name, None)
-        new.update(copy.deepcopy(dict(fields or {})))
+        new.update(fields or {})
         updates = list(conditions)
         if updates:
             existing = old.get("conditions") or []

@@ -15,6 +15,7 @@ from typing import Any
 from tsunagu.api.names import JOB_LABEL, RANK_LABEL
 from tsunagu.api.parse import SpecError, parse_dataset, parse_node, parse_pod, parse_region
 from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec
+from tsunagu.controller.packed import PackedDocuments
 from tsunagu.placement.latency import LatencyMatrix, Measurement
 from tsunagu.placement.snapshot import ClusterSnapshot
 
@@ -97,7 +98,8 @@ class ClusterView:
     job_pods: dict[JobKey, dict[str, JobPod]] = field(default_factory=lambda: defaultdict(dict))
     regions: dict[str, RegionSpec] = field(default_factory=dict)
     datasets: dict[JobKey, DatasetSpec] = field(default_factory=dict)
-    jobs: dict[JobKey, dict[str, Any]] = field(default_factory=dict)
+    # Lean TrainingJob bodies; each read is a fresh copy.
+    jobs: PackedDocuments[JobKey] = field(default_factory=PackedDocuments)
     # Nodes whose Ready condition is not True: their pods are lost (a cordon is not a loss).
     not_ready: set[str] = field(default_factory=set)
     measurements: tuple[Measurement, ...] = ()
