@@ -83,3 +83,16 @@ def test_assumed_pods_expire_after_their_time_to_live() -> None:
     assert cache.pods(now=105.0) == [pod]
     assert cache.pods(now=111.0) == []
     assert ("ns", "j") not in cache
+
+
+def test_status_book_hands_out_copies() -> None:
+    from tsunagu.controller.statusbook import StatusBook
+
+    book = StatusBook(kube=None)  # type: ignore[arg-type]  # seed and read never call the API
+    book.seed(("team", "a"), {"conditions": [{"type": "Scheduled", "status": "True"}]})
+    book.seed(("team", "a"), {"conditions": []})  # only the first sighting counts
+    current = book.current(("team", "a"))
+    current["conditions"].clear()
+    condition = book.condition(("team", "a"), "Scheduled")
+    assert condition == {"type": "Scheduled", "status": "True"}
+    assert book.current(("team", "b")) == {}
