@@ -11,7 +11,8 @@ from tsunagu.controller.packed import PackedDocuments
 
 def test_a_document_round_trips_and_reads_are_copies() -> None:
     store: PackedDocuments[tuple[str, str]] = PackedDocuments()
-    document: dict[str, Any] = {"spec": {"replicas": 4, "template": {"containers": [{"name": "t"}]}}, "n": 1.5}
+    spec = {"replicas": 4, "template": {"containers": [{"name": "t"}]}}
+    document: dict[str, Any] = {"spec": spec, "n": 1.5}
     store[("team", "a")] = document
     document["spec"]["replicas"] = 99  # the stored value is not the caller's object
     read = store[("team", "a")]
