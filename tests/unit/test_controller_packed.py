@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import pytest
@@ -36,3 +37,12 @@ def test_mapping_operations() -> None:
     assert len(store) == 0
     with pytest.raises(KeyError):
         store["a"]
+
+
+def test_a_str_valued_enum_is_stored_as_its_value() -> None:
+    class Verdict(enum.StrEnum):
+        Rejected = "Rejected"
+
+    store: PackedDocuments[str] = PackedDocuments()
+    store["a"] = {"alternatives": [{"verdict": Verdict.Rejected}], "pair": ("x", 1)}
+    assert store["a"] == {"alternatives": [{"verdict": "Rejected"}], "pair": ["x", 1]}

@@ -10,6 +10,7 @@ the process and it is the fastest round trip of plain data (a few microseconds p
 
 from __future__ import annotations
 
+import json
 import marshal
 from collections.abc import Iterator, MutableMapping
 from typing import Any, TypeVar
@@ -26,7 +27,11 @@ class PackedDocuments(MutableMapping[K, dict[str, Any]]):
         return document
 
     def __setitem__(self, key: K, document: dict[str, Any]) -> None:
-        self._packed[key] = marshal.dumps(document)
+        try:
+            self._packed[key] = marshal.dumps(document)
+        except ValueError:
+            # marshal takes exact types only; a str-valued enum is stored as the JSON it means.
+            self._packed[key] = marshal.dumps(json.loads(json.dumps(document)))
 
     def __delitem__(self, key: K) -> None:
         del self._packed[key]
