@@ -137,11 +137,16 @@ def test_builders_do_not_modify_the_job_body() -> None:
     assert repr(JOB_BODY) == before
 
 
-def test_headless_service_selects_the_job_pods() -> None:
+def test_headless_service_selects_rank_0_of_the_job() -> None:
     service = build_service(job(), JOB_BODY)
     assert service["metadata"]["name"] == "llm-ft"
     assert service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["selector"] == {"tsunagu.io/job": "llm-ft"}
+    assert service["spec"]["selector"] == {"tsunagu.io/job": "llm-ft", "tsunagu.io/rank": "0"}
+    rank_0 = build_pod(job(), JOB_BODY, 0, "tokyo", None)
+    assert service["spec"]["selector"].items() <= rank_0["metadata"]["labels"].items()
+    assert env_of(rank_0["spec"]["containers"][0])["MASTER_ADDR"].startswith(
+        f"{rank_0['spec']['hostname']}.{rank_0['spec']['subdomain']}."
+    )
     assert service["spec"]["publishNotReadyAddresses"] is True
 
 

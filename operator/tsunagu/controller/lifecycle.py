@@ -18,7 +18,12 @@ from tsunagu.api.parse import SpecError, parse_training_job
 from tsunagu.api.types import BreachAction, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.runtime import JobKey, Runtime
-from tsunagu.controller.status import ConditionUpdate, timestamp
+from tsunagu.controller.status import (
+    ConditionUpdate,
+    replica_counts,
+    starting_condition,
+    timestamp,
+)
 from tsunagu.controller.view import JobPod
 from tsunagu.placement.engine import latency_budget_status
 
@@ -30,7 +35,8 @@ def _is_true(condition: dict[str, Any] | None) -> bool:
 
 
 # Pod events of one gang arrive in bursts (8 pods × created, bound, running): one look suffices.
-RECONCILE_DELAY_SECONDS = 0.05
+# A quarter second gathers a gang's pods coming up into one status write, not one per pod.
+RECONCILE_DELAY_SECONDS = 0.25
 
 
 def reconcile_soon(rt: Runtime, key: JobKey) -> None:
@@ -124,12 +130,12 @@ async def _with_pods(
     rt: Runtime, job: TrainingJobSpec, generation: int, now: float, pods: list[JobPod]
 ) -> None:
     status = rt.statuses.current(job.key)
-    counts = {
-        "replicas": job.replicas,
-        "runningReplicas": sum(p.phase == "Running" for p in pods),
-        "succeededReplicas": sum(p.phase == "Succeeded" for p in pods),
-        "failedReplicas": sum(p.phase == "Failed" for p in pods),
-    }
+    counts = replica_counts(
+        job.replicas,
+        running=sum(p.phase == "Running" for p in pods),
+        succeeded=sum(p.phase == "Succeeded" for p in pods),
+        failed=sum(p.phase == "Failed" for p in pods),
+    )
     ranks = {p.rank for p in pods}
     complete = ranks == set(range(job.replicas)) and len(pods) == job.replicas
     bound = all(p.node_name for p in pods)
@@ -202,12 +208,7 @@ async def _running(
         fields["startTime"] = status.get("startTime") or timestamp(now)
         was_running = _is_true(rt.statuses.condition(job.key, RUNNING))
     else:
-        waiting = job.replicas - counts["runningReplicas"]
-        conditions.append(
-            ConditionUpdate(
-                RUNNING, False, str(Reason.PodsStarting), f"{waiting} replica(s) starting"
-            )
-        )
+        conditions.append(starting_condition(job.replicas - counts["runningReplicas"]))
         was_running = True
     await rt.statuses.update(job.key, generation, now, conditions=conditions, fields=fields)
     if not was_running:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from tsunagu.api.conditions import RUNNING, SCHEDULED, Reason
+from tsunagu.api.conditions import SCHEDULED, Reason
 from tsunagu.api.types import PlacementMode, PodUsage, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import build_pod, build_service, pod_name
@@ -22,9 +22,10 @@ from tsunagu.controller.kube import Conflict
 from tsunagu.controller.runtime import JobKey, Runtime
 from tsunagu.controller.status import (
     MAX_MESSAGE,
-    ConditionUpdate,
     placement_status,
+    replica_counts,
     scheduled_condition,
+    starting_condition,
 )
 from tsunagu.placement.engine import Decision, allocations_of, decide
 
@@ -244,14 +245,11 @@ async def _report_placed(rt: Runtime, job: TrainingJobSpec, decision: Decision, 
         job.key,
         _generation(rt, job.key),
         now,
-        conditions=[
-            condition,
-            ConditionUpdate(RUNNING, False, str(Reason.PodsStarting), "pods bound, starting"),
-        ],
+        conditions=[condition, starting_condition(job.replicas)],
         fields={
             "region": decision.region,
             "placement": placement_status(decision, now),
-            "replicas": job.replicas,
+            **replica_counts(job.replicas),
         },
     )
     metrics.PLACEMENTS.labels(region=decision.region or "", outcome=str(Reason.Placed)).inc()

@@ -116,6 +116,25 @@ def scheduled_condition(decision: Decision) -> ConditionUpdate:
     return ConditionUpdate(SCHEDULED, False, decision.reason, explain(decision))
 
 
+def starting_condition(waiting: int) -> ConditionUpdate:
+    """Running=False while replicas come up (the same words at placement and afterwards, so the
+    first look after binding has nothing new to write)."""
+    return ConditionUpdate(
+        RUNNING, False, str(Reason.PodsStarting), f"{waiting} replica(s) starting"
+    )
+
+
+def replica_counts(
+    replicas: int, running: int = 0, succeeded: int = 0, failed: int = 0
+) -> dict[str, int]:
+    return {
+        "replicas": replicas,
+        "runningReplicas": running,
+        "succeededReplicas": succeeded,
+        "failedReplicas": failed,
+    }
+
+
 def region_status_fields(capacity: RegionCapacity) -> dict[str, Any]:
     return {
         "gpuCapacity": capacity.gpu_capacity,
