@@ -280,9 +280,15 @@ async def training_job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
         rt.forget_job(key)
         rt.queue.wake()  # its GPUs come free as the garbage collector deletes its pods
         return
-    previous = rt.view.jobs.get(key)
-    if previous is not None and previous["metadata"].get("uid") != metadata.get("uid"):
+    previous = (rt.view.jobs.get(key) or {}).get("metadata") or {}
+    same_object = previous.get("uid") == metadata.get("uid")
+    if previous and not same_object:
         rt.statuses.forget(key)  # same name, new object
     rt.statuses.seed(key, body.get("status"))
     rt.view.jobs[key] = lean(body)
-    await reconcile_job(rt, key)
+    if same_object and previous.get("generation") == metadata.get("generation"):
+        # Most often the echo of our own status write: looking at once would write the next
+        # step of a gang coming up right away, one patch per pod instead of one per gang.
+        reconcile_soon(rt, key)
+    else:
+        await reconcile_job(rt, key)

@@ -148,9 +148,10 @@ async def bind_gang(
     await _report_placed(rt, job, decision, decided_at)
     rt.inflight.discard(job.key)
     # Imported here: lifecycle and scheduler call each other, the cycle is only at run time.
-    from tsunagu.controller.lifecycle import reconcile_job
+    from tsunagu.controller.lifecycle import reconcile_soon
 
-    await reconcile_job(rt, job.key)
+    # Soon, not now: by then the pods coming up are one status write, not one each.
+    reconcile_soon(rt, job.key)
 
 
 async def _create_and_bind(
