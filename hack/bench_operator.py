@@ -86,7 +86,7 @@ class BindWatcher:
                         self._record(event["object"])
                     if self._stop.is_set():
                         break
-                response.release_conn()
+                response.close()  # not back to the pool: it may hold what was left unread
             except Exception:
                 time.sleep(0.2)
 
@@ -148,7 +148,9 @@ def bench_kube_scheduler(core: Any, pods: int, regions: list[str]) -> dict[str, 
 
     def create(body: dict[str, Any]) -> None:
         created[body["metadata"]["name"]] = time.time()
-        core.create_namespaced_pod(namespace, body, _preload_content=False).release_conn()
+        response = core.create_namespaced_pod(namespace, body, _preload_content=False)
+        response.read()  # read but not decoded into models; the connection goes back clean
+        response.release_conn()
 
     started = time.time()
     parallel(create, bodies)
