@@ -76,6 +76,20 @@ def test_queue_orders_by_priority_then_age_then_name() -> None:
     assert asyncio.run(scenario()) == ["urgent", "old", "a", "c"]
 
 
+def test_queue_wakes_for_a_new_or_changed_job_not_for_the_same_job_again() -> None:
+    async def wakes_after(*jobs: TrainingJobSpec) -> bool:
+        queue = SchedulingQueue()
+        queue.add(_job("a", 0, 1))
+        await queue.wait(0)
+        for job in jobs:
+            queue.add(job)
+        return queue._wake.is_set()
+
+    assert asyncio.run(wakes_after(_job("b", 0, 2)))
+    assert asyncio.run(wakes_after(_job("a", 5, 1)))  # priority changed
+    assert not asyncio.run(wakes_after(_job("a", 0, 1)))
+
+
 def test_assumed_pods_expire_after_their_time_to_live() -> None:
     cache = AssumeCache(ttl_seconds=10)
     pod = PodUsage("ns", "j-0", "node-1", 8, False)

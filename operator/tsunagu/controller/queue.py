@@ -18,8 +18,12 @@ class SchedulingQueue:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, job: TrainingJobSpec) -> None:
+        """Queues the job; wakes the loop only if it is new here or changed. A pending job seen
+        again unchanged (the echo of its own status write) needs no new decision, and with
+        thousands pending every needless pass costs seconds."""
+        if self._pending.get(job.key) != job:
+            self._wake.set()
         self._pending[job.key] = job
-        self._wake.set()
 
     def remove(self, key: JobKey) -> None:
         self._pending.pop(key, None)
