@@ -57,7 +57,7 @@ def build_service(job: TrainingJobSpec, job_body: Mapping[str, Any]) -> dict[str
 
     It selects rank 0 alone: the other ranks find each other through rank 0's rendezvous, and a
     Service of one pod costs the endpoint controllers one update per gang instead of one per pod
-    coming up (a sixth of all API writes of a gang).
+    coming up (about a sixth of a gang's API writes saved).
     """
     return {
         "apiVersion": "v1",
