@@ -110,3 +110,21 @@ def test_status_book_hands_out_copies() -> None:
     condition = book.condition(("team", "a"), "Scheduled")
     assert condition == {"type": "Scheduled", "status": "True"}
     assert book.current(("team", "b")) == {}
+
+
+def test_status_documents_carry_plain_strings_not_the_engines_enums() -> None:
+    import marshal
+
+    from tsunagu.api.conditions import Reason
+    from tsunagu.controller.status import ConditionUpdate, alternative_entry, merge_conditions
+    from tsunagu.placement.engine import Candidate
+
+    entry = alternative_entry(
+        Candidate("osaka", False, Reason.InsufficientCapacity, "full", None, None, None)
+    )
+    conditions = merge_conditions(
+        [], [ConditionUpdate("Scheduled", False, Reason.InsufficientCapacity, "full")], 1, 0.0
+    )
+    assert type(entry["reason"]) is str
+    assert type(conditions[0]["reason"]) is str
+    marshal.dumps({"alternatives": [entry], "conditions": conditions})  # no enum left inside

@@ -52,7 +52,7 @@ def merge_conditions(
         by_type[update.type] = {
             "type": update.type,
             "status": status,
-            "reason": update.reason,
+            "reason": str(update.reason),
             "message": update.message[:MAX_MESSAGE],
             "lastTransitionTime": transition,
             "observedGeneration": generation,
@@ -74,7 +74,7 @@ def alternative_entry(candidate: Candidate) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "region": candidate.region,
         "verdict": "Feasible" if candidate.feasible else "Rejected",
-        "reason": candidate.reason,
+        "reason": str(candidate.reason),  # the engine's Reason enum, written as plain JSON
     }
     if candidate.rtt_ms is not None:
         entry["rttMs"] = _rounded(candidate.rtt_ms, 3)
