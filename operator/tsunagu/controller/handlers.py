@@ -1,5 +1,6 @@
 """Kopf handlers: thin. Each one records what it observed in the cluster view and hands the
-consequences to the scheduler or the lifecycle; none of them decides anything itself."""
+consequences to the scheduler or the lifecycle; none of them decides anything itself. Pods are
+the exception: they come through the operator's own watch (`podwatch`), started here."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tsunagu.api.parse import SpecError
 from tsunagu.controller.config import OperatorConfig
 from tsunagu.controller.kube import Kube
 from tsunagu.controller.lifecycle import check_latency_budgets, reconcile_job, reconcile_soon
+from tsunagu.controller.podwatch import PodWatch, list_pods
 from tsunagu.controller.regionstatus import RegionStatusWriter, region_status_loop
 from tsunagu.controller.runtime import Runtime
 from tsunagu.controller.scheduler import decision_loop
@@ -90,7 +92,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=api_threads, thread_name_prefix="tsunagu-api")
     )
-    kube = Kube(pool_size=api_threads)
+    kube = Kube(pool_size=api_threads + 1)  # and one for the pod watch
     rt = Runtime(
         config=config,
         kube=kube,
@@ -99,8 +101,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         statuses=StatusBook(kube),
         bind_slots=asyncio.Semaphore(config.bind_concurrency),
     )
-    await _prime(rt)
+    pods_version = await _prime(rt)
     memo.runtime = rt
+    rt.spawn(PodWatch(rt, pods_version).run(), name="pod watch")
     rt.spawn(decision_loop(rt), name="decision loop")
     rt.spawn(region_status_loop(rt, RegionStatusWriter()), name="region status")
     if config.prometheus_url:
@@ -109,23 +112,30 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         await reconcile_job(rt, key)
 
 
-async def _prime(rt: Runtime) -> None:
-    """Lists everything once so the first decisions see the whole cluster, not a partial watch."""
+async def _prime(rt: Runtime) -> str:
+    """Lists everything once so the first decisions see the whole cluster, not a partial watch;
+    returns the pod list's resourceVersion, where the operator's own pod watch starts."""
     recorders: dict[str, Callable[[dict[str, Any]], object]] = {
         "nodes": rt.view.upsert_node,
-        "pods": rt.view.upsert_pod,
         REGIONS: rt.view.upsert_region,
         DATASETS: functools.partial(_prime_dataset, rt),
-        TRAINING_JOBS: functools.partial(_prime_job, rt),
     }
     for kind, record in recorders.items():
-        token = None
-        while True:
-            items, token = await rt.kube.call(rt.kube.list_page, kind, token)
-            for item in items:
-                record(item)
-            if token is None:
-                break
+        await _list_each(rt, kind, record)
+    pods_version = await list_pods(rt)
+    await _list_each(rt, TRAINING_JOBS, functools.partial(_prime_job, rt))
+    return pods_version
+
+
+async def _list_each(rt: Runtime, kind: str, record: Callable[[dict[str, Any]], object]) -> None:
+    token = None
+    while True:
+        page = await rt.kube.call(rt.kube.list_page, kind, token)
+        for item in page.items:
+            record(item)
+        token = page.next_token
+        if token is None:
+            return
 
 
 def _prime_dataset(rt: Runtime, dataset: dict[str, Any]) -> None:
@@ -220,22 +230,6 @@ async def _reconcile_jobs_on_node(rt: Runtime, node: str) -> None:
     for key, pods in list(rt.view.job_pods.items()):
         if any(pod.node_name == node for pod in pods.values()):
             await reconcile_job(rt, key)
-
-
-@kopf.on.event("", "v1", "pods")
-async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    rt = _runtime(memo)
-    if rt is None:
-        return
-    body = event["object"]
-    if event["type"] == "DELETED":
-        job, released = rt.view.delete_pod(body)
-    else:
-        job, released = rt.view.upsert_pod(body)
-    if released:
-        rt.queue.wake()
-    if job is not None and job in rt.view.jobs:
-        reconcile_soon(rt, job)
 
 
 @kopf.on.event(GROUP, VERSION, REGIONS)

@@ -4,10 +4,12 @@ loop go through `asyncio.to_thread` (see `Kube.call`)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -25,6 +27,18 @@ T = TypeVar("T")
 
 class Conflict(Exception):
     """The object exists already (HTTP 409)."""
+
+
+class Gone(Exception):
+    """The watch cannot resume from its resourceVersion (HTTP 410, or any ERROR event):
+    list again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_token: str | None
+    resource_version: str
 
 
 def load_client_configuration() -> Any:
@@ -50,26 +64,44 @@ class Kube:
         return await asyncio.to_thread(function, *args, **kwargs)
 
     # --- reads used once at start-up to prime the view -----------------------------------------
-    def list_page(self, kind: str, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of `kind` (nodes, pods, regions, datasets, trainingjobs) as plain JSON and the
-        token of the next page. The caller handles each page before it reads the next, so a
-        cluster with 10,000 objects never sits in memory all at once while the operator starts."""
-        args: tuple[str, ...] = ()
+    def _lister(self, kind: str) -> Callable[..., Any]:
         if kind == "nodes":
-            method = self.core.list_node
-        elif kind == "pods":
-            method = self.core.list_pod_for_all_namespaces
-        else:
-            method, args = self.custom.list_cluster_custom_object, (GROUP, VERSION, kind)
+            return self.core.list_node  # type: ignore[no-any-return]
+        if kind == "pods":
+            return self.core.list_pod_for_all_namespaces  # type: ignore[no-any-return]
+        return functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, kind)
+
+    def list_page(self, kind: str, token: str | None) -> Page:
+        """One page of `kind` (nodes, pods, regions, datasets, trainingjobs) as plain JSON. The
+        caller handles each page before it reads the next, so a cluster with 10,000 objects
+        never sits in memory all at once while the operator starts. All pages of one list share
+        the resourceVersion of its first: a watch from there misses nothing."""
         page_args: dict[str, Any] = {"limit": LIST_PAGE_SIZE, "_preload_content": False}
         if token:
             page_args["_continue"] = token
-        response = method(*args, **page_args)
+        response = self._lister(kind)(**page_args)
         try:
             page = json.loads(response.data)
         finally:
             response.release_conn()
-        return page.get("items") or [], (page.get("metadata") or {}).get("continue") or None
+        metadata = page.get("metadata") or {}
+        return Page(
+            items=page.get("items") or [],
+            next_token=metadata.get("continue") or None,
+            resource_version=str(metadata.get("resourceVersion") or ""),
+        )
+
+    def watch(self, kind: str, resource_version: str, timeout_seconds: int) -> WatchStream:
+        """Opens a watch of `kind` from `resource_version`, with bookmarks."""
+        response = self._lister(kind)(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _preload_content=False,
+            _request_timeout=(10, timeout_seconds + 30),
+        )
+        return WatchStream(response, resource_version)
 
     # --- writes: the hot path of gang binding ------------------------------------------------
     def _send(
@@ -156,6 +188,53 @@ class Kube:
     def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/{REGIONS}/{name}/status"
         self._send("PATCH", path, {"status": status}, MERGE_PATCH)
+
+
+class WatchStream:
+    """The events of one watch request, read in the calling thread a chunk at a time.
+
+    `close` may be called from another thread: it ends a read that is waiting for data.
+    `resource_version` is where a new watch resumes once this one has ended."""
+
+    def __init__(self, response: Any, resource_version: str) -> None:
+        self._response = response
+        self._closed = False
+        self.resource_version = resource_version
+
+    def batches(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """(type, object) pairs, one list per chunk read; raises Gone on an ERROR event."""
+        pending = b""
+        try:
+            for chunk in self._response.stream(65536, decode_content=True):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                batch = []
+                for line in lines:
+                    if line.strip():
+                        batch.append(self._decode(line))
+                if batch:
+                    yield batch
+        finally:
+            self.close()
+
+    def _decode(self, line: bytes) -> tuple[str, dict[str, Any]]:
+        event = json.loads(line)
+        kind, body = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            raise Gone(f"{body.get('code')} {body.get('reason')}: {body.get('message')}")
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self.resource_version = str(version)
+        return str(kind), body
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        shutdown = getattr(self._response, "shutdown", None)  # urllib3 ≥ 2.3: ends a blocked read
+        if shutdown is not None:
+            shutdown()
+        self._response.close()  # not back to the pool: it may hold a half-read chunk
 
 
 def event_body(

@@ -164,6 +164,21 @@ class ClusterView:
                 del self.job_pods[job_key]
         return job_key, released
 
+    def forget_pods_except(self, present: set[JobKey]) -> tuple[set[JobKey], bool]:
+        """After a fresh list: drops every pod not in `present` (namespace, name), whose deletion
+        the watch missed. Returns the TrainingJobs that lost pods and whether GPUs came free."""
+        released = False
+        for key in [key for key in self.gpu_pods if key not in present]:
+            released = released or not self.gpu_pods.pop(key).terminal
+        jobs = set()
+        for job_key, pods in list(self.job_pods.items()):
+            for name in [name for name in pods if (job_key[0], name) not in present]:
+                del pods[name]
+                jobs.add(job_key)
+            if not pods:
+                del self.job_pods[job_key]
+        return jobs, released
+
     def pods_of(self, job: JobKey) -> dict[str, JobPod]:
         return dict(self.job_pods.get(job, {}))
 

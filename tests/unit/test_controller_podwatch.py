@@ -1,0 +1,170 @@
+"""The operator's own pod watch: reading a watch stream, keeping the view's pods, resuming after
+the last event handed over, and listing again when the API server says the version is gone.
+
+The Kubernetes API is replaced here by a scripted stand-in; the real watch is exercised by every
+integration test (all pod state reaches the operator through it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tsunagu.controller.config import OperatorConfig
+from tsunagu.controller.kube import Gone, Page, WatchStream
+from tsunagu.controller.podwatch import PodWatch, list_pods, observe_pods
+from tsunagu.controller.runtime import Runtime
+from tsunagu.controller.statusbook import StatusBook
+from tsunagu.controller.view import ClusterView
+from tsunagu.placement.engine import EngineSettings
+
+
+def pod(name: str, version: str, node: str | None = None, phase: str = "Pending") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "team",
+            "resourceVersion": version,
+            "labels": {"tsunagu.io/job": "train", "tsunagu.io/rank": name.rsplit("-", 1)[1]},
+        },
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "t", "resources": {"limits": {"nvidia.com/gpu": "8"}}}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def line(kind: str, body: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": body}).encode() + b"\n"
+
+
+class ScriptedResponse:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def stream(self, amount: int, decode_content: bool) -> Iterator[bytes]:
+        yield from self.chunks
+
+    def shutdown(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_stream_splits_events_across_chunks_and_tracks_the_version() -> None:
+    data = line("ADDED", pod("train-0", "11")) + line("MODIFIED", pod("train-0", "12", "n1"))
+    data += line("BOOKMARK", {"metadata": {"resourceVersion": "15"}})
+    response = ScriptedResponse([data[:37], data[37:200], data[200:]])
+    stream = WatchStream(response, "10")
+    batches = list(stream.batches())
+    events = [event for batch in batches for event in batch]
+    assert [kind for kind, _ in events] == ["ADDED", "MODIFIED", "BOOKMARK"]
+    assert events[1][1]["spec"]["nodeName"] == "n1"
+    assert stream.resource_version == "15"
+    assert response.closed
+
+
+def test_an_error_event_ends_the_stream_with_gone() -> None:
+    expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    stream = WatchStream(ScriptedResponse([line("ERROR", expired)]), "10")
+    with pytest.raises(Gone, match="410 Expired"):
+        list(stream.batches())
+
+
+class ScriptedKube:
+    """Answers list_page and watch from scripts; `call` runs in the loop's thread pool."""
+
+    def __init__(self, pages: list[Page], watches: list[list[bytes] | Exception]) -> None:
+        self.pages = pages
+        self.watches = watches
+        self.watched_from: list[str] = []
+
+    async def call(self, function: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(function, *args)
+
+    def list_page(self, kind: str, token: str | None) -> Page:
+        assert kind == "pods"
+        return self.pages[int(token or 0)]
+
+    def watch(self, kind: str, resource_version: str, timeout_seconds: int) -> WatchStream:
+        self.watched_from.append(resource_version)
+        script = self.watches.pop(0) if self.watches else [b""]
+        if isinstance(script, Exception):
+            raise script
+        return WatchStream(ScriptedResponse(script), resource_version)
+
+
+def runtime(kube: Any) -> Runtime:
+    return Runtime(
+        config=OperatorConfig(),
+        kube=kube,
+        settings=EngineSettings(),
+        view=ClusterView(),
+        statuses=StatusBook(kube),
+    )
+
+
+def test_observing_pods_records_gpus_and_wakes_the_loop_when_they_come_free() -> None:
+    async def scenario() -> None:
+        rt = runtime(ScriptedKube([], []))
+        observe_pods(rt, [("ADDED", pod("train-0", "1", "n1", "Running"))])
+        assert rt.view.gpu_pods[("team", "train-0")].gpus == 8
+        assert rt.view.pods_of(("team", "train"))["train-0"].node_name == "n1"
+        rt.queue._wake.clear()
+        observe_pods(rt, [("MODIFIED", pod("train-0", "2", "n1", "Succeeded"))])
+        assert rt.queue._wake.is_set()
+        observe_pods(rt, [("DELETED", pod("train-0", "3", "n1", "Succeeded"))])
+        assert rt.view.gpu_pods == {}
+        assert rt.view.pods_of(("team", "train")) == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_fresh_list_forgets_pods_whose_deletion_the_watch_missed() -> None:
+    async def scenario() -> None:
+        pages = [
+            Page([pod("train-0", "20", "n1", "Running")], "1", "25"),
+            Page([pod("train-2", "21", "n2", "Running")], None, "25"),
+        ]
+        rt = runtime(ScriptedKube(pages, []))
+        observe_pods(rt, [("ADDED", pod(f"train-{rank}", "5", "n1", "Running")) for rank in (0, 1)])
+        rt.queue._wake.clear()
+        assert await list_pods(rt) == "25"
+        assert sorted(rt.view.pods_of(("team", "train"))) == ["train-0", "train-2"]
+        assert sorted(name for _, name in rt.view.gpu_pods) == ["train-0", "train-2"]
+        assert rt.queue._wake.is_set()  # train-1's GPUs came free
+
+    asyncio.run(scenario())
+
+
+def test_the_watch_resumes_after_the_last_event_and_lists_again_when_gone() -> None:
+    expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    watches: list[list[bytes] | Exception] = [
+        [line("ADDED", pod("train-0", "11")), line("MODIFIED", pod("train-0", "12", "n1"))],
+        ConnectionResetError("reset"),
+        [line("ERROR", expired)],
+        [line("ADDED", pod("train-5", "31", "n3"))],
+    ]
+    kube = ScriptedKube([Page([pod("train-1", "29", "n2", "Running")], None, "30")], watches)
+
+    async def scenario() -> None:
+        rt = runtime(kube)
+        watch = PodWatch(rt, "10")
+        task = asyncio.create_task(watch.run())
+        for _ in range(200):
+            if "train-5" in rt.view.pods_of(("team", "train")):
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        assert sorted(rt.view.pods_of(("team", "train"))) == ["train-1", "train-5"]
+        assert watch.resource_version == "31"
+
+    asyncio.run(scenario())
+    # After a dropped connection it resumes from the last event seen, after 410 from the list.
+    assert kube.watched_from[:4] == ["10", "12", "12", "30"]
