@@ -86,13 +86,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if config.namespaces:
         settings.scanning.disabled = True
 
-    # Every API call runs in a thread (the client blocks); the default pool of min(32, cpus + 4)
-    # threads would cap gang binding at a handful of requests in flight.
-    api_threads = max(32, config.bind_concurrency * 8)
+    # Reads run in threads (the generated client blocks): the lists at start and the look for
+    # pods still terminating before a rollback; the default pool of min(32, cpus + 4) threads
+    # would serialise the latter. Writes are coroutines: gangs keep many in flight at once.
+    read_threads = 32
     asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=api_threads, thread_name_prefix="tsunagu-api")
+        ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="tsunagu-api")
     )
-    kube = Kube(pool_size=api_threads + 1)  # and one for the pod watch
+    kube = Kube(
+        pool_size=read_threads + 1,  # and one for the pod watch
+        write_connections=max(32, config.bind_concurrency * 8),
+    )
     rt = Runtime(
         config=config,
         kube=kube,
@@ -202,6 +206,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in list(rt.tasks):
         task.cancel()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await rt.kube.close()
 
 
 def _runtime(memo: kopf.Memo) -> Runtime | None:

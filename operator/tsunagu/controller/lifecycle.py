@@ -273,7 +273,7 @@ async def _delete_gang(rt: Runtime, job: TrainingJobSpec, only_live: bool = Fals
     pods = rt.view.pods_of(job.key).values()
     targets = [p for p in pods if not (only_live and p.phase in ("Succeeded", "Failed"))]
     await asyncio.gather(
-        *(rt.kube.call(rt.kube.delete_pod, job.namespace, p.name) for p in targets),
+        *(rt.kube.delete_pod(job.namespace, p.name) for p in targets),
         return_exceptions=True,
     )
 

@@ -66,7 +66,7 @@ class RegionStatusWriter:
             if not patch:
                 continue
             try:
-                await rt.kube.call(rt.kube.patch_region_status, name, patch)
+                await rt.kube.patch_region_status(name, patch)
                 self._written[name] = new
             except Exception as error:  # the region may be gone; try again next round
                 logger.debug("region %s status not written: %s", name, error)

@@ -80,7 +80,7 @@ class Runtime:
 
     async def _post(self, event: dict[str, Any]) -> None:
         try:
-            await self.kube.call(self.kube.create_event, event)
+            await self.kube.create_event(event)
         except Exception as error:  # an Event is advice; never let it break a decision
             logger.warning("could not post event %s: %s", event["reason"], error)
 

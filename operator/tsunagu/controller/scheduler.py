@@ -163,7 +163,7 @@ async def _create_and_bind(
         raise RuntimeError("the TrainingJob was deleted before its pods were created")
     assert decision.region is not None
     dataset = rt.view.datasets.get((job.namespace, job.dataset_ref)) if job.dataset_ref else None
-    await rt.kube.call(rt.kube.create_service, build_service(job, body))
+    await rt.kube.create_service(build_service(job, body))
     region = rt.view.regions.get(decision.region)
     selector = dict(region.node_selector) if region and region.node_selector else None
     pods = [
@@ -173,7 +173,7 @@ async def _create_and_bind(
     await _all(_create_pod(rt, pod, ours) for pod in pods)
     if job.placement.mode is PlacementMode.Bind:
         await _all(
-            rt.kube.call(rt.kube.bind_pod, job.namespace, pod_name(job.name, rank), node)
+            rt.kube.bind_pod(job.namespace, pod_name(job.name, rank), node)
             for rank, node in enumerate(decision.nodes)
         )
 
@@ -190,7 +190,7 @@ async def _all(calls: Iterable[Awaitable[Any]]) -> None:
 async def _create_pod(rt: Runtime, pod: dict[str, Any], ours: list[str]) -> None:
     name = pod["metadata"]["name"]
     try:
-        await rt.kube.call(rt.kube.create_pod, pod)
+        await rt.kube.create_pod(pod)
         ours.append(name)
     except Conflict:
         # A pod of this name exists: only ours, unbound, may be reused (e.g. after a crash).
@@ -214,7 +214,7 @@ async def _roll_back(
     rt.bind_failures[job.key] = failures
     rt.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
     await asyncio.gather(
-        *(rt.kube.call(rt.kube.delete_pod, job.namespace, name) for name in ours),
+        *(rt.kube.delete_pod(job.namespace, name) for name in ours),
         return_exceptions=True,
     )
     # The next attempt reuses the pod names: it must not start while the old pods still exist.

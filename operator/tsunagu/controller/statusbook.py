@@ -83,7 +83,7 @@ class StatusBook:
             return False
         self._written[key] = new
         try:
-            await self.kube.call(self.kube.patch_job_status, key[0], key[1], patch)
+            await self.kube.patch_job_status(key[0], key[1], patch)
         except Exception as error:
             if is_not_found(error):
                 self.forget(key)
