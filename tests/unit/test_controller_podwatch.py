@@ -80,9 +80,12 @@ def test_an_error_event_ends_the_stream_with_gone() -> None:
 class ScriptedKube:
     """Answers list_page and watch from scripts; `call` runs in the loop's thread pool."""
 
-    def __init__(self, pages: list[Page], watches: list[list[bytes] | Exception]) -> None:
+    def __init__(
+        self, pages: list[Page], watches: list[list[bytes] | Exception], list_failures: int = 0
+    ) -> None:
         self.pages = pages
         self.watches = watches
+        self.list_failures = list_failures
         self.watched_from: list[str] = []
 
     async def call(self, function: Any, *args: Any) -> Any:
@@ -90,6 +93,9 @@ class ScriptedKube:
 
     def list_page(self, kind: str, token: str | None) -> Page:
         assert kind == "pods"
+        if self.list_failures:
+            self.list_failures -= 1
+            raise ConnectionRefusedError("API server restarting")
         return self.pages[int(token or 0)]
 
     def watch(self, kind: str, resource_version: str, timeout_seconds: int) -> WatchStream:
@@ -144,6 +150,8 @@ def test_a_fresh_list_forgets_pods_whose_deletion_the_watch_missed() -> None:
 
 
 def test_the_watch_resumes_after_the_last_event_and_lists_again_when_gone() -> None:
+    """A dropped connection resumes from the last event seen; 410 Gone lists again (and keeps
+    trying when that list fails), then watches from the list's version."""
     expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
     watches: list[list[bytes] | Exception] = [
         [line("ADDED", pod("train-0", "11")), line("MODIFIED", pod("train-0", "12", "n1"))],
@@ -151,7 +159,8 @@ def test_the_watch_resumes_after_the_last_event_and_lists_again_when_gone() -> N
         [line("ERROR", expired)],
         [line("ADDED", pod("train-5", "31", "n3"))],
     ]
-    kube = ScriptedKube([Page([pod("train-1", "29", "n2", "Running")], None, "30")], watches)
+    pages = [Page([pod("train-1", "29", "n2", "Running")], None, "30")]
+    kube = ScriptedKube(pages, watches, list_failures=1)  # the first list after 410 fails
 
     async def scenario() -> None:
         rt = runtime(kube)
@@ -166,5 +175,4 @@ def test_the_watch_resumes_after_the_last_event_and_lists_again_when_gone() -> N
         assert watch.resource_version == "31"
 
     asyncio.run(scenario())
-    # After a dropped connection it resumes from the last event seen, after 410 from the list.
     assert kube.watched_from[:4] == ["10", "12", "12", "30"]

@@ -25,7 +25,7 @@ from tsunagu.api.names import (
 )
 from tsunagu.api.parse import SpecError
 from tsunagu.controller.config import OperatorConfig
-from tsunagu.controller.kube import Kube
+from tsunagu.controller.kube import Kube, Lane
 from tsunagu.controller.lifecycle import check_latency_budgets, reconcile_job, reconcile_soon
 from tsunagu.controller.podwatch import PodWatch, list_pods
 from tsunagu.controller.regionstatus import RegionStatusWriter, region_status_loop
@@ -88,14 +88,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
     # Reads run in threads (the generated client blocks): the lists at start and the look for
     # pods still terminating before a rollback; the default pool of min(32, cpus + 4) threads
-    # would serialise the latter. Writes are coroutines: gangs keep many in flight at once.
+    # would serialise the latter. Writes are coroutines: gangs being bound keep up to 8 requests
+    # each in flight, reports share a few connections (see `Lane`).
     read_threads = 32
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="tsunagu-api")
     )
     kube = Kube(
         pool_size=read_threads + 1,  # and one for the pod watch
-        write_connections=max(32, config.bind_concurrency * 8),
+        connections={Lane.GANGS: max(32, config.bind_concurrency * 8), Lane.REPORTS: 16},
     )
     rt = Runtime(
         config=config,

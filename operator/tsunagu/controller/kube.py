@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
 import logging
@@ -54,18 +55,31 @@ def load_client_configuration() -> Any:
     return configuration
 
 
+class Lane(enum.Enum):
+    """Writes travel in two lanes with connections of their own, so a storm of reports (10,000
+    pending jobs getting their first status and Event at start-up) never makes a gang's pod
+    creates and bindings wait for a connection."""
+
+    GANGS = "gangs"  # pods created, bound, deleted; Services
+    REPORTS = "reports"  # statuses and Events
+
+
 class Kube:
     """Reads (lists, watches, the odd GET) through the generated client, which blocks: callers on
-    the event loop go through `call`. Writes are coroutines on an aiohttp session."""
+    the event loop go through `call`. Writes are coroutines on aiohttp sessions, one per lane."""
 
     def __init__(
-        self, configuration: Any = None, pool_size: int = 32, write_connections: int = 64
+        self,
+        configuration: Any = None,
+        pool_size: int = 32,
+        connections: Mapping[Lane, int] | None = None,
     ) -> None:
         configuration = configuration or load_client_configuration()
         configuration.connection_pool_maxsize = pool_size
         self.configuration = configuration
-        self.write_connections = write_connections
-        self._http: aiohttp.ClientSession | None = None
+        # Each asyncio TLS connection holds a 256 KiB read buffer: connections cost memory.
+        self.connections = {Lane.GANGS: 64, Lane.REPORTS: 16} | dict(connections or {})
+        self._sessions: dict[Lane, aiohttp.ClientSession] = {}
         # The generated client is typed by models; we speak plain dicts, so treat it as Any.
         self.api: Any = client.ApiClient(configuration)
         self.core: Any = client.CoreV1Api(self.api)
@@ -74,13 +88,16 @@ class Kube:
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(function, *args, **kwargs)
 
-    # --- reads used once at start-up to prime the view -----------------------------------------
+    # --- reads: the lists that prime the view at start, the pod watch -----------------------
     def _lister(self, kind: str) -> Callable[..., Any]:
+        method: Callable[..., Any]
         if kind == "nodes":
-            return self.core.list_node  # type: ignore[no-any-return]
-        if kind == "pods":
-            return self.core.list_pod_for_all_namespaces  # type: ignore[no-any-return]
-        return functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, kind)
+            method = self.core.list_node
+        elif kind == "pods":
+            method = self.core.list_pod_for_all_namespaces
+        else:
+            method = functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, kind)
+        return method
 
     def list_page(self, kind: str, token: str | None) -> Page:
         """One page of `kind` (nodes, pods, regions, datasets, trainingjobs) as plain JSON. The
@@ -131,24 +148,31 @@ class Kube:
         return True
 
     # --- writes: the hot path of gang binding, sent from the event loop ----------------------
-    def _session(self) -> aiohttp.ClientSession:
+    def _session(self, lane: Lane) -> aiohttp.ClientSession:
         """Created on first use, inside the running loop, and closed by `close`."""
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    ssl=_ssl_context(self.configuration), limit=self.write_connections
-                ),
-                timeout=aiohttp.ClientTimeout(total=WRITE_TIMEOUT_SECONDS),
+        session = self._sessions.get(lane)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=_ssl_context(self.configuration), limit=self.connections[lane]
             )
-        return self._http
+            timeout = aiohttp.ClientTimeout(total=WRITE_TIMEOUT_SECONDS)
+            session = self._sessions[lane] = aiohttp.ClientSession(
+                connector=connector, timeout=timeout
+            )
+        return session
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
     async def _send(
-        self, method: str, path: str, body: Any, content_type: str = "application/json"
+        self,
+        lane: Lane,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str = "application/json",
     ) -> None:
         """One request, its response drained unread; raises ApiException for a non-2xx answer.
 
@@ -159,7 +183,7 @@ class Kube:
         headers.update(self._credentials())
         data = json.dumps(body).encode()
         url = self.configuration.host + path
-        async with self._session().request(method, url, data=data, headers=headers) as response:
+        async with self._session(lane).request(method, url, data=data, headers=headers) as response:
             answer = await response.read()
             if not 200 <= response.status <= 299:
                 error = ApiException(status=response.status, reason=response.reason)
@@ -178,7 +202,7 @@ class Kube:
     async def create_service(self, body: Mapping[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]
         try:
-            await self._send("POST", f"/api/v1/namespaces/{namespace}/services", body)
+            await self._send(Lane.GANGS, "POST", f"/api/v1/namespaces/{namespace}/services", body)
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -186,7 +210,7 @@ class Kube:
     async def create_pod(self, body: Mapping[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]
         try:
-            await self._send("POST", f"/api/v1/namespaces/{namespace}/pods", body)
+            await self._send(Lane.GANGS, "POST", f"/api/v1/namespaces/{namespace}/pods", body)
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(body["metadata"]["name"]) from error
@@ -199,28 +223,29 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
-        await self._send("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding", body)
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}/binding"
+        await self._send(Lane.GANGS, "POST", path, body)
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         path = f"/api/v1/namespaces/{namespace}/pods/{name}"
         try:
-            await self._send("DELETE", path, {"gracePeriodSeconds": 0})
+            await self._send(Lane.GANGS, "DELETE", path, {"gracePeriodSeconds": 0})
         except ApiException as error:
             if error.status != 404:
                 raise
 
     async def create_event(self, body: Mapping[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]
-        await self._send("POST", f"/api/v1/namespaces/{namespace}/events", body)
+        await self._send(Lane.REPORTS, "POST", f"/api/v1/namespaces/{namespace}/events", body)
 
     # --- status -------------------------------------------------------------------------------
     async def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{TRAINING_JOBS}/{name}/status"
-        await self._send("PATCH", path, {"status": status}, MERGE_PATCH)
+        await self._send(Lane.REPORTS, "PATCH", path, {"status": status}, MERGE_PATCH)
 
     async def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/{REGIONS}/{name}/status"
-        await self._send("PATCH", path, {"status": status}, MERGE_PATCH)
+        await self._send(Lane.REPORTS, "PATCH", path, {"status": status}, MERGE_PATCH)
 
 
 def _ssl_context(configuration: Any) -> ssl.SSLContext:

@@ -86,13 +86,17 @@ class PodWatch:
 
     async def run(self) -> None:
         failures = 0
+        relist = False
         while True:
             try:
+                if relist:
+                    self.resource_version = await list_pods(self.rt)
+                    relist = False
                 await self._watch_once()
                 failures = 0
             except Gone as error:
                 logger.info("pod watch expired (%s): listing pods again", error)
-                self.resource_version = await list_pods(self.rt)
+                relist = True
             except Exception as error:
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
