@@ -139,12 +139,13 @@ def test_a_fresh_list_forgets_pods_whose_deletion_the_watch_missed() -> None:
             Page([pod("train-2", "21", "n2", "Running")], None, "25"),
         ]
         rt = runtime(ScriptedKube(pages, []))
-        observe_pods(rt, [("ADDED", pod(f"train-{rank}", "5", "n1", "Running")) for rank in (0, 1)])
+        running = [("ADDED", pod(f"train-{rank}", "5", "n1", "Running")) for rank in (0, 1, 3)]
+        observe_pods(rt, running)
         rt.queue._wake.clear()
         assert await list_pods(rt) == "25"
         assert sorted(rt.view.pods_of(("team", "train"))) == ["train-0", "train-2"]
         assert sorted(name for _, name in rt.view.gpu_pods) == ["train-0", "train-2"]
-        assert rt.queue._wake.is_set()  # train-1's GPUs came free
+        assert rt.queue._wake.is_set()  # the GPUs of train-1 and train-3 came free
 
     asyncio.run(scenario())
 

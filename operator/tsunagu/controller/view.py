@@ -169,7 +169,8 @@ class ClusterView:
         the watch missed. Returns the TrainingJobs that lost pods and whether GPUs came free."""
         released = False
         for key in [key for key in self.gpu_pods if key not in present]:
-            released = released or not self.gpu_pods.pop(key).terminal
+            usage = self.gpu_pods.pop(key)
+            released = released or not usage.terminal
         jobs = set()
         for job_key, pods in list(self.job_pods.items()):
             for name in [name for name in pods if (job_key[0], name) not in present]:
