@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tsunagu.controller.config import OperatorConfig
 from tsunagu.controller.kube import Gone, Page, WatchStream
@@ -175,5 +176,15 @@ def test_the_watch_resumes_after_the_last_event_and_lists_again_when_gone() -> N
         assert sorted(rt.view.pods_of(("team", "train"))) == ["train-1", "train-5"]
         assert watch.resource_version == "31"
 
+    def restarts(reason: str) -> float:
+        sample = REGISTRY.get_sample_value("tsunagu_pod_watch_restarts_total", {"reason": reason})
+        return sample or 0.0
+
+    before = {reason: restarts(reason) for reason in ("Ended", "Expired", "Failed")}
     asyncio.run(scenario())
     assert kube.watched_from[:4] == ["10", "12", "12", "30"]
+    after = {reason: restarts(reason) - before[reason] for reason in before}
+    assert after["Expired"] == 1
+    assert after["Failed"] == 2  # the dropped connection and the failed list
+    # The first watch, and any more the scripted API ended before the task was cancelled.
+    assert after["Ended"] >= 1

@@ -32,3 +32,8 @@ BIND_FAILURES = Counter(
 REQUEUES = Counter(
     "tsunagu_requeues_total", "Placed jobs sent back to the queue, by reason.", ["reason"]
 )
+POD_WATCH_RESTARTS = Counter(
+    "tsunagu_pod_watch_restarts_total",
+    "Pod watches opened again: Ended (the server's timeout), Expired (410: listed again), Failed.",
+    ["reason"],
+)

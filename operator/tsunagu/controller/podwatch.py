@@ -18,6 +18,7 @@ import logging
 import threading
 from typing import Any
 
+from tsunagu.controller import metrics
 from tsunagu.controller.kube import Gone, WatchStream
 from tsunagu.controller.lifecycle import reconcile_soon
 from tsunagu.controller.runtime import JobKey, Runtime
@@ -94,10 +95,13 @@ class PodWatch:
                     relist = False
                 await self._watch_once()
                 failures = 0
+                metrics.POD_WATCH_RESTARTS.labels(reason="Ended").inc()
             except Gone as error:
                 logger.info("pod watch expired (%s): listing pods again", error)
+                metrics.POD_WATCH_RESTARTS.labels(reason="Expired").inc()
                 relist = True
             except Exception as error:
+                metrics.POD_WATCH_RESTARTS.labels(reason="Failed").inc()
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
                 logger.warning("pod watch failed (%s); again in %.1f s", error, delay)
