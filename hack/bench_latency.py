@@ -38,13 +38,15 @@ from tests.support.latency_harness import (  # noqa: E402
 )
 from tests.support.waiting import wait_until  # noqa: E402
 
-from tsunagu.sources.prometheus_latency import (  # noqa: E402
+from tsunagu.sources.latency_settings import (  # noqa: E402
     DEFAULT_WINDOW,
-    LatencySourceMetrics,
     PrometheusLatencySettings,
-    PrometheusLatencySource,
     probe_jitter_query,
     probe_quantile_query,
+)
+from tsunagu.sources.prometheus_latency import (  # noqa: E402
+    LatencySourceMetrics,
+    PrometheusLatencySource,
 )
 
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"

@@ -23,10 +23,10 @@ from tests.support.latency_harness import (
     rtt_of,
 )
 from tests.support.waiting import wait_until
+from tsunagu.sources.latency_settings import PrometheusLatencySettings
 from tsunagu.sources.prometheus_latency import (
     LatencySourceError,
     LatencySourceMetrics,
-    PrometheusLatencySettings,
     PrometheusLatencySource,
 )
 

@@ -16,16 +16,18 @@ from prometheus_client import CollectorRegistry
 
 from tests.support.waiting import wait_until
 from tsunagu.placement.latency import Measurement
-from tsunagu.sources.prometheus_latency import (
+from tsunagu.sources.latency_settings import (
     DEFAULT_JITTER_QUERY,
     DEFAULT_RTT_QUERY,
-    LatencySourceError,
-    LatencySourceMetrics,
     PrometheusLatencySettings,
-    PrometheusLatencySource,
-    RejectReason,
     SettingsError,
     ValueUnit,
+)
+from tsunagu.sources.prometheus_latency import (
+    LatencySourceError,
+    LatencySourceMetrics,
+    PrometheusLatencySource,
+    RejectReason,
     convert_query_results,
 )
 

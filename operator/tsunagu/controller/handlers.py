@@ -163,10 +163,8 @@ def _prime_job(rt: Runtime, job: dict[str, Any]) -> None:
 
 
 async def _poll_latency(rt: Runtime) -> None:
-    from tsunagu.sources.prometheus_latency import (
-        PrometheusLatencySettings,
-        PrometheusLatencySource,
-    )
+    from tsunagu.sources.latency_settings import PrometheusLatencySettings
+    from tsunagu.sources.prometheus_latency import PrometheusLatencySource
 
     config = rt.config
     overrides = {"url": config.prometheus_url, "intervalSeconds": config.latency_interval,
