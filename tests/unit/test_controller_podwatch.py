@@ -58,22 +58,22 @@ class ScriptedResponse:
         self.closed = True
 
 
-def test_a_stream_splits_events_across_chunks_and_tracks_the_version() -> None:
+def test_a_stream_splits_events_across_chunks() -> None:
     data = line("ADDED", pod("train-0", "11")) + line("MODIFIED", pod("train-0", "12", "n1"))
     data += line("BOOKMARK", {"metadata": {"resourceVersion": "15"}})
     response = ScriptedResponse([data[:37], data[37:200], data[200:]])
-    stream = WatchStream(response, "10")
+    stream = WatchStream(response)
     batches = list(stream.batches())
     events = [event for batch in batches for event in batch]
     assert [kind for kind, _ in events] == ["ADDED", "MODIFIED", "BOOKMARK"]
     assert events[1][1]["spec"]["nodeName"] == "n1"
-    assert stream.resource_version == "15"
+    assert events[2][1]["metadata"]["resourceVersion"] == "15"  # where a bookmark resumes
     assert response.closed
 
 
 def test_an_error_event_ends_the_stream_with_gone() -> None:
     expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
-    stream = WatchStream(ScriptedResponse([line("ERROR", expired)]), "10")
+    stream = WatchStream(ScriptedResponse([line("ERROR", expired)]))
     with pytest.raises(Gone, match="410 Expired"):
         list(stream.batches())
 
@@ -104,7 +104,7 @@ class ScriptedKube:
         script = self.watches.pop(0) if self.watches else [b""]
         if isinstance(script, Exception):
             raise script
-        return WatchStream(ScriptedResponse(script), resource_version)
+        return WatchStream(ScriptedResponse(script))
 
 
 def runtime(kube: Any) -> Runtime:

@@ -129,7 +129,7 @@ class Kube:
             _preload_content=False,
             _request_timeout=(10, timeout_seconds + 30),
         )
-        return WatchStream(response, resource_version)
+        return WatchStream(response)
 
     def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
         response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
@@ -265,12 +265,12 @@ class WatchStream:
     """The events of one watch request, read in the calling thread a chunk at a time.
 
     `close` may be called from another thread: it ends a read that is waiting for data.
-    `resource_version` is where a new watch resumes once this one has ended."""
+    Where the next watch resumes is the caller's to track: only it knows which events it has
+    handled."""
 
-    def __init__(self, response: Any, resource_version: str) -> None:
+    def __init__(self, response: Any) -> None:
         self._response = response
         self._closed = False
-        self.resource_version = resource_version
 
     def batches(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
         """(type, object) pairs, one list per chunk read; raises Gone on an ERROR event."""
@@ -293,9 +293,6 @@ class WatchStream:
         kind, body = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             raise Gone(f"{body.get('code')} {body.get('reason')}: {body.get('message')}")
-        version = (body.get("metadata") or {}).get("resourceVersion")
-        if version:
-            self.resource_version = str(version)
         return str(kind), body
 
     def close(self) -> None:

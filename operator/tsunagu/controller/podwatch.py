@@ -46,7 +46,12 @@ def observe_pods(rt: Runtime, events: list[PodEvent]) -> None:
         released_any = released_any or released
         if job is not None:
             jobs.add(job)
-    if released_any:
+    _follow_up(rt, jobs, released_any)
+
+
+def _follow_up(rt: Runtime, jobs: set[JobKey], released: bool) -> None:
+    """GPUs came free: pending jobs deserve another look; pods changed: so do their jobs."""
+    if released:
         rt.queue.wake()
     for job in jobs:
         if job in rt.view.jobs:
@@ -69,11 +74,7 @@ async def list_pods(rt: Runtime) -> str:
         if token is None:
             break
     jobs, released = rt.view.forget_pods_except(present)
-    if released:
-        rt.queue.wake()
-    for job in jobs:
-        if job in rt.view.jobs:
-            reconcile_soon(rt, job)
+    _follow_up(rt, jobs, released)
     return version
 
 
