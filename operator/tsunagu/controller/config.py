@@ -24,6 +24,8 @@ class OperatorConfig:
     verbose: bool = False
     retry_interval: float = 15.0
     bind_concurrency: int = 8
+    # Statuses and Events wait at most this long while gangs are being bound (see `reports`).
+    report_hold_seconds: float = 30.0
     region_status_interval: float = 5.0
     # A measured link is written to Region.status again only when it moves more than this.
     link_change_threshold_ms: float = 1.0
@@ -63,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("log-format", str, "plain", "plain or json")
     flag("retry-interval", float, 15.0, "seconds between retries of pending jobs")
     flag("bind-concurrency", int, 8, "gangs created and bound at the same time")
+    flag(
+        "report-hold-seconds", float, 30.0,
+        "longest a status write or Event waits while gangs are being bound (0: none)",
+    )  # fmt: skip
     parser.add_argument(
         "--verbose", action="store_true", default=_env("verbose", "") in ("1", "true", "True")
     )
@@ -72,6 +78,10 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
     if args.log_format not in ("plain", "json"):
         raise SystemExit(
             f"tsunagu run: --log-format must be plain or json (got {args.log_format!r})"
+        )
+    if args.report_hold_seconds < 0:
+        raise SystemExit(
+            f"tsunagu run: --report-hold-seconds must be 0 or more (got {args.report_hold_seconds})"
         )
     return OperatorConfig(
         namespaces=tuple(args.namespace or args.env_namespaces),
@@ -88,4 +98,5 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
         verbose=args.verbose,
         retry_interval=args.retry_interval,
         bind_concurrency=args.bind_concurrency,
+        report_hold_seconds=args.report_hold_seconds,
     )

@@ -38,6 +38,7 @@ from tsunagu.placement.engine import EngineSettings
 logger = logging.getLogger(__name__)
 
 PREFIX = "tsunagu.io"
+FINAL_FLUSH_SECONDS = 10.0
 
 
 def engine_settings(config: OperatorConfig) -> EngineSettings:
@@ -111,6 +112,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     rt.spawn(PodWatch(rt, pods_version).run(), name="pod watch")
     rt.spawn(decision_loop(rt), name="decision loop")
     rt.spawn(region_status_loop(rt, RegionStatusWriter()), name="region status")
+    rt.spawn(rt.reports.run(), name="reports")
     if config.prometheus_url:
         rt.spawn(_poll_latency(rt), name="latency")
     for key in list(rt.view.jobs):
@@ -205,6 +207,10 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in list(rt.tasks):
         task.cancel()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
+    try:  # what was held back for gangs still goes out, unless the API server does not answer
+        await asyncio.wait_for(rt.reports.flush(), timeout=FINAL_FLUSH_SECONDS)
+    except Exception as error:
+        logger.warning("statuses or Events not written at shutdown: %s", error)
     await rt.kube.close()
 
 

@@ -17,6 +17,7 @@ from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, RUNNING, SCHEDU
 from tsunagu.api.parse import SpecError, parse_training_job
 from tsunagu.api.types import BreachAction, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
+from tsunagu.controller.builders import build_service
 from tsunagu.controller.runtime import JobKey, Runtime
 from tsunagu.controller.status import (
     ConditionUpdate,
@@ -68,7 +69,7 @@ async def _reconcile(rt: Runtime, key: JobKey) -> None:
         job = parse_training_job(body)
     except SpecError as error:
         rt.queue.remove(key)
-        await _report_invalid(rt, key, generation, now, str(error))
+        _report_invalid(rt, key, generation, now, str(error))
         return
     if _is_true(rt.statuses.condition(key, FINISHED)):
         rt.queue.remove(key)
@@ -89,11 +90,9 @@ async def _reconcile(rt: Runtime, key: JobKey) -> None:
     await _with_pods(rt, job, generation, now, list(ours.values()))
 
 
-async def _report_invalid(
-    rt: Runtime, key: JobKey, generation: int, now: float, message: str
-) -> None:
+def _report_invalid(rt: Runtime, key: JobKey, generation: int, now: float, message: str) -> None:
     previous = rt.statuses.condition(key, SCHEDULED)
-    await rt.statuses.update(
+    rt.statuses.update(
         key, generation, now,
         conditions=[ConditionUpdate(SCHEDULED, False, str(Reason.InvalidSpec), message)],
     )  # fmt: skip
@@ -142,7 +141,7 @@ async def _with_pods(
     if counts["failedReplicas"]:
         await _restart_or_fail(rt, job, generation, now, counts)
     elif complete and counts["succeededReplicas"] == job.replicas:
-        await rt.statuses.update(
+        rt.statuses.update(
             job.key, generation, now,
             conditions=[
                 ConditionUpdate(FINISHED, True, str(Reason.Succeeded), "every replica succeeded"),
@@ -192,7 +191,11 @@ async def _running(
     fields: dict[str, Any] = dict(counts)
     conditions = []
     if not status.get("region"):
-        # Bound before a crash, status never written: adopt the gang as it is.
+        # Bound before a crash, status never written: adopt the gang as it is. Its Service
+        # comes after the pods (see the binder) and may not have been made yet.
+        body = rt.view.jobs.get(job.key)
+        if body is not None:
+            await rt.kube.create_service(build_service(job, body))
         region = next((p.region for p in pods if p.region), None)
         fields["region"] = region
         conditions.append(
@@ -210,7 +213,7 @@ async def _running(
     else:
         conditions.append(starting_condition(job.replicas - counts["runningReplicas"]))
         was_running = True
-    await rt.statuses.update(job.key, generation, now, conditions=conditions, fields=fields)
+    rt.statuses.update(job.key, generation, now, conditions=conditions, fields=fields)
     if not was_running:
         rt.post_event(job.key, "Normal", str(Reason.PodsRunning), "every replica runs")
 
@@ -223,7 +226,7 @@ async def _restart_or_fail(
         message = (
             f"a replica failed; recreating the gang (restart {restarts + 1} of {job.backoff_limit})"
         )
-        await rt.statuses.update(
+        rt.statuses.update(
             job.key, generation, now,
             conditions=[
                 ConditionUpdate(SCHEDULED, False, str(Reason.Restarting), message),
@@ -235,7 +238,7 @@ async def _restart_or_fail(
         rt.post_event(job.key, "Warning", str(Reason.Restarting), message)
     else:
         message = f"a replica failed and backoffLimit ({job.backoff_limit}) is reached"
-        await rt.statuses.update(
+        rt.statuses.update(
             job.key, generation, now,
             conditions=[
                 ConditionUpdate(FINISHED, True, str(Reason.Failed), message),
@@ -252,7 +255,7 @@ async def _requeue(
 ) -> None:
     metrics.REQUEUES.labels(reason=why).inc()
     message = f"requeued: {why}"
-    await rt.statuses.update(
+    rt.statuses.update(
         job.key, generation, now,
         conditions=[
             ConditionUpdate(SCHEDULED, False, str(Reason.Requeued), message),
@@ -329,7 +332,7 @@ async def _latency_verdict(
             f"RTT {rtt:.1f} ms over budget since {since}",
         )  # fmt: skip
     previous = rt.statuses.condition(job.key, LATENCY_BUDGET_MET)
-    await rt.statuses.update(
+    rt.statuses.update(
         job.key, generation, now, conditions=[condition], fields={"latency": latency}
     )
     if previous is None or previous.get("reason") != condition.reason:

@@ -12,8 +12,10 @@ from typing import Any
 
 from tsunagu.controller.assume import AssumeCache
 from tsunagu.controller.config import OperatorConfig
+from tsunagu.controller.inflight import InFlight
 from tsunagu.controller.kube import Kube, event_body
 from tsunagu.controller.queue import SchedulingQueue
+from tsunagu.controller.reports import ReportWriter
 from tsunagu.controller.status import timestamp
 from tsunagu.controller.statusbook import StatusBook
 from tsunagu.controller.view import ClusterView
@@ -34,7 +36,7 @@ class Runtime:
     queue: SchedulingQueue = field(default_factory=SchedulingQueue)
     assumed: AssumeCache = field(default_factory=AssumeCache)
     # Jobs whose gang is being created and bound right now: the lifecycle leaves them alone.
-    inflight: set[JobKey] = field(default_factory=set)
+    inflight: InFlight = field(default_factory=InFlight)
     # Earliest time (time.time()) a job may be queued again after a failed bind.
     not_before: dict[JobKey, float] = field(default_factory=dict)
     bind_failures: dict[JobKey, int] = field(default_factory=dict)
@@ -52,6 +54,14 @@ class Runtime:
     )
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     bind_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    # Statuses and Events wait while gangs are being bound (see `reports`).
+    reports: ReportWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reports = ReportWriter(
+            self.statuses, self.kube, gangs_idle=self.inflight.idle,
+            max_hold=self.config.report_hold_seconds,
+        )  # fmt: skip
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         """Runs a coroutine in the background, keeping a reference and logging its failure."""
@@ -75,14 +85,7 @@ class Runtime:
         body = self.view.jobs.get(key)
         if body is None:
             return
-        event = event_body(body, kind, reason, message, timestamp(time.time()))
-        self.spawn(self._post(event), name=f"event {reason}")
-
-    async def _post(self, event: dict[str, Any]) -> None:
-        try:
-            await self.kube.create_event(event)
-        except Exception as error:  # an Event is advice; never let it break a decision
-            logger.warning("could not post event %s: %s", event["reason"], error)
+        self.reports.post_event(event_body(body, kind, reason, message, timestamp(time.time())))
 
     def forget_job(self, key: JobKey) -> None:
         """Drops everything kept about a deleted TrainingJob."""

@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 BATCH_DELAY_SECONDS = 0.05
 MAX_BIND_BACKOFF_SECONDS = 60.0
 ROLLBACK_WAIT_SECONDS = 60.0
-REPORT_BATCH = 32
 
 
 async def decision_loop(rt: Runtime) -> None:
@@ -55,7 +54,6 @@ async def schedule_pending(rt: Runtime) -> None:
         return
     now = time.time()
     snapshot = rt.view.snapshot(now, rt.assumed.pods())
-    unplaced: list[tuple[TrainingJobSpec, Decision]] = []
     for job in jobs:
         if job.key not in rt.queue:  # deleted while we were deciding others
             continue
@@ -69,25 +67,10 @@ async def schedule_pending(rt: Runtime) -> None:
             rt.assumed.assume(job.key, _assumed_pods(job, decision))
             rt.spawn(bind_gang(rt, job, decision, now), name=f"bind {job.namespace}/{job.name}")
         elif _verdict_changed(rt, job.key, decision):
-            unplaced.append((job, decision))
+            report_unplaced(rt, job, decision, now)
         # One decision is ~1 ms; yielding keeps watch events flowing during a long backlog.
         await asyncio.sleep(0)
     metrics.QUEUE_LENGTH.set(len(rt.queue))
-    if unplaced:
-        rt.spawn(_report_all(rt, unplaced, now), name="report pending jobs")
-
-
-async def _report_all(
-    rt: Runtime, reports: list[tuple[TrainingJobSpec, Decision]], now: float
-) -> None:
-    """Writes pending verdicts a few at a time: a backlog of thousands must not open thousands
-    of requests (and hold their memory) at once."""
-    for start in range(0, len(reports), REPORT_BATCH):
-        batch = reports[start : start + REPORT_BATCH]
-        await asyncio.gather(
-            *(report_unplaced(rt, job, decision, now) for job, decision in batch),
-            return_exceptions=True,
-        )
 
 
 def _verdict_changed(rt: Runtime, key: JobKey, decision: Decision) -> bool:
@@ -110,9 +93,7 @@ def _assumed_pods(job: TrainingJobSpec, decision: Decision) -> tuple[PodUsage, .
     )
 
 
-async def report_unplaced(
-    rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float
-) -> None:
+def report_unplaced(rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float) -> None:
     """Scheduled=False with the dominant reason; an Event and a metric only when it changes."""
     previous = rt.statuses.condition(job.key, SCHEDULED)
     condition = scheduled_condition(decision)
@@ -120,7 +101,7 @@ async def report_unplaced(
     generation = _generation(rt, job.key)
     # The explanation is rewritten only when the verdict changes, not on every retry.
     fields = {"placement": placement_status(decision, now)} if changed else {}
-    await rt.statuses.update(job.key, generation, now, conditions=[condition], fields=fields)
+    rt.statuses.update(job.key, generation, now, conditions=[condition], fields=fields)
     if changed:
         metrics.PLACEMENTS.labels(region="", outcome=decision.reason).inc()
         rt.post_event(job.key, "Warning", decision.reason, condition.message)
@@ -145,7 +126,7 @@ async def bind_gang(
     metrics.BIND_SECONDS.observe(time.perf_counter() - started)
     rt.bind_failures.pop(job.key, None)
     rt.just_bound[job.key] = time.monotonic()
-    await _report_placed(rt, job, decision, decided_at)
+    _report_placed(rt, job, decision, decided_at)
     rt.inflight.discard(job.key)
     # Imported here: lifecycle and scheduler call each other, the cycle is only at run time.
     from tsunagu.controller.lifecycle import reconcile_soon
@@ -163,7 +144,6 @@ async def _create_and_bind(
         raise RuntimeError("the TrainingJob was deleted before its pods were created")
     assert decision.region is not None
     dataset = rt.view.datasets.get((job.namespace, job.dataset_ref)) if job.dataset_ref else None
-    await rt.kube.create_service(build_service(job, body))
     region = rt.view.regions.get(decision.region)
     selector = dict(region.node_selector) if region and region.node_selector else None
     pods = [
@@ -176,6 +156,11 @@ async def _create_and_bind(
             rt.kube.bind_pod(job.namespace, pod_name(job.name, rank), node)
             for rank, node in enumerate(decision.nodes)
         )
+    # After the pods, not before: kube-controller-manager's endpoints controllers look through
+    # every pod of the namespace on each event of a pod the Service selects. Created now, the
+    # Service sees its rank-0 pod bound already; created first, it would also see it created and
+    # bound, two more looks through thousands of pods per gang during a burst.
+    await rt.kube.create_service(build_service(job, body))
 
 
 async def _all(calls: Iterable[Awaitable[Any]]) -> None:
@@ -240,9 +225,9 @@ async def _wait_until_gone(rt: Runtime, namespace: str, names: list[str]) -> Non
             await asyncio.sleep(0.5)
 
 
-async def _report_placed(rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float) -> None:
+def _report_placed(rt: Runtime, job: TrainingJobSpec, decision: Decision, now: float) -> None:
     condition = scheduled_condition(decision)
-    await rt.statuses.update(
+    rt.statuses.update(
         job.key,
         _generation(rt, job.key),
         now,

@@ -1,0 +1,73 @@
+"""When statuses and Events reach the API server: binding gangs comes first.
+
+Every write shares one API server with the pods being created and bound; during a burst each
+status patch or Event written is capacity taken from the gangs still waiting. So reports wait
+while any gang is being created and bound — at most `max_hold` seconds — and then go out
+together: a job placed and running meanwhile gets one status write instead of two or three.
+Without gangs in flight a report leaves at once. Memory holds the truth throughout (the
+StatusBook); the API server hears it a little later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from tsunagu.controller.kube import Kube
+from tsunagu.controller.statusbook import FLUSH_BATCH, StatusBook
+
+logger = logging.getLogger(__name__)
+
+# After a failed write, what is left waits this long before the next try.
+RETRY_SECONDS = 2.0
+
+
+class ReportWriter:
+    def __init__(
+        self,
+        statuses: StatusBook,
+        kube: Kube,
+        gangs_idle: asyncio.Event,
+        max_hold: float,
+    ) -> None:
+        self.statuses = statuses
+        self.kube = kube
+        self.gangs_idle = gangs_idle
+        self.max_hold = max_hold
+        self._events: list[Mapping[str, Any]] = []
+        self._wake = asyncio.Event()
+        statuses.on_change = self._wake.set
+
+    def post_event(self, event: Mapping[str, Any]) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    def pending(self) -> int:
+        return self.statuses.pending() + len(self._events)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gangs_idle.wait(), timeout=self.max_hold)
+            if not await self.flush():
+                await asyncio.sleep(RETRY_SECONDS)
+                self._wake.set()
+
+    async def flush(self) -> bool:
+        """Writes what is pending: statuses, then Events. False if a status write failed."""
+        written = await self.statuses.flush()
+        events, self._events = self._events, []
+        for start in range(0, len(events), FLUSH_BATCH):
+            await asyncio.gather(*(self._post(e) for e in events[start : start + FLUSH_BATCH]))
+        return written
+
+    async def _post(self, event: Mapping[str, Any]) -> None:
+        try:
+            await self.kube.create_event(event)
+        except Exception as error:  # an Event is advice; it is not tried again
+            logger.warning("could not post event %s: %s", event["reason"], error)
