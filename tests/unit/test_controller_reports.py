@@ -7,12 +7,14 @@ Event the real writer produced from a real API server."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from typing import Any, cast
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tsunagu.controller.config import OperatorConfig, add_arguments, from_args
 from tsunagu.controller.inflight import InFlight
 from tsunagu.controller.kube import Kube
 from tsunagu.controller.reports import ReportWriter
@@ -225,3 +227,19 @@ def test_in_flight_is_idle_only_without_gangs() -> None:
     assert len(gangs) == 1
     gangs.discard(("a", "2"))
     assert gangs.idle.is_set()
+
+
+def parse_run_flags(*argv: str) -> OperatorConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_args(parser.parse_args(list(argv)))
+
+
+def test_the_hold_is_a_flag_and_30_seconds_by_default() -> None:
+    assert parse_run_flags().report_hold_seconds == 30.0
+    assert parse_run_flags("--report-hold-seconds", "0").report_hold_seconds == 0.0
+
+
+def test_a_negative_hold_is_refused_naming_the_flag() -> None:
+    with pytest.raises(SystemExit, match="--report-hold-seconds"):
+        parse_run_flags("--report-hold-seconds", "-1")
