@@ -19,7 +19,7 @@ from tsunagu.controller.inflight import InFlight
 from tsunagu.controller.kube import Kube
 from tsunagu.controller.reports import ReportWriter
 from tsunagu.controller.status import ConditionUpdate
-from tsunagu.controller.statusbook import StatusBook
+from tsunagu.controller.statusbook import FLUSH_BATCH, StatusBook
 
 KEY = ("team", "train")
 
@@ -243,3 +243,21 @@ def test_the_hold_is_a_flag_and_30_seconds_by_default() -> None:
 def test_a_negative_hold_is_refused_naming_the_flag() -> None:
     with pytest.raises(SystemExit, match="--report-hold-seconds"):
         parse_run_flags("--report-hold-seconds", "-1")
+
+
+def test_events_left_by_a_cancelled_flush_go_out_with_the_next() -> None:
+    async def scenario() -> None:
+        kube = RecordingKube()
+        writer, _ = writer_with(kube, max_hold=30.0)
+        for i in range(FLUSH_BATCH * 2):
+            writer.post_event({**EVENT, "reason": f"R{i}"})
+        flushing = asyncio.create_task(writer.flush())
+        await asyncio.sleep(0)  # the first batch is on its way
+        flushing.cancel()
+        await asyncio.gather(flushing, return_exceptions=True)
+        assert writer.pending() == FLUSH_BATCH
+        await writer.flush()
+        assert len(kube.events) == FLUSH_BATCH
+        assert writer.pending() == 0
+
+    asyncio.run(scenario())

@@ -61,9 +61,11 @@ class ReportWriter:
     async def flush(self) -> bool:
         """Writes what is pending: statuses, then Events. False if a status write failed."""
         written = await self.statuses.flush()
-        events, self._events = self._events, []
-        for start in range(0, len(events), FLUSH_BATCH):
-            await asyncio.gather(*(self._post(e) for e in events[start : start + FLUSH_BATCH]))
+        while self._events:
+            # Taken a batch at a time: if this flush is cancelled (shutdown), the rest is still
+            # here for the final one.
+            batch, self._events = self._events[:FLUSH_BATCH], self._events[FLUSH_BATCH:]
+            await asyncio.gather(*(self._post(event) for event in batch))
         return written
 
     async def _post(self, event: Mapping[str, Any]) -> None:
