@@ -205,6 +205,7 @@ def test_operator_exports_metrics_and_region_status(
         "tsunagu_queue_length",
         "tsunagu_gang_bind_duration_seconds_count",
         "tsunagu_predicted_throughput_loss",
+        "tsunagu_reports_pending",
     ):
         assert name in text  # fmt: skip
 

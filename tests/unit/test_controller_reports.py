@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 
 from tsunagu.controller.config import OperatorConfig, add_arguments, from_args
 from tsunagu.controller.inflight import InFlight
@@ -174,10 +175,12 @@ def test_reports_wait_for_the_gangs_then_go_out_together() -> None:
         await asyncio.sleep(0.05)
         assert kube.patches == []
         assert kube.events == []
+        assert REGISTRY.get_sample_value("tsunagu_reports_pending") == 2  # a status, an Event
         gangs.discard(KEY)
         await asyncio.sleep(0.05)
         assert len(kube.patches) == 1
         assert kube.events == [EVENT]
+        assert REGISTRY.get_sample_value("tsunagu_reports_pending") == 0
         task.cancel()
 
     asyncio.run(scenario())
@@ -205,12 +208,15 @@ def test_a_failed_write_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:
         kube = RecordingKube()
         kube.failures.append(ApiException(status=503, reason="unavailable"))
+        failures = REGISTRY.get_sample_value("tsunagu_report_failures_total", {"kind": "status"})
         writer, _ = writer_with(kube, max_hold=30.0)
         task = asyncio.create_task(writer.run())
         placed(writer.statuses)
         await asyncio.sleep(0.2)
         assert len(kube.patches) == 1
         assert writer.pending() == 0
+        after = REGISTRY.get_sample_value("tsunagu_report_failures_total", {"kind": "status"})
+        assert after == (failures or 0) + 1
         task.cancel()
 
     asyncio.run(scenario())

@@ -37,3 +37,12 @@ POD_WATCH_RESTARTS = Counter(
     "Pod watches opened again: Ended (the server's timeout), Expired (410: listed again), Failed.",
     ["reason"],
 )
+REPORTS_PENDING = Gauge(
+    "tsunagu_reports_pending",
+    "Status writes and Events not sent yet (they wait while gangs are being bound).",
+)
+REPORT_FAILURES = Counter(
+    "tsunagu_report_failures_total",
+    "Status writes (retried) and Events (dropped) the API server refused, by kind.",
+    ["kind"],
+)

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from tsunagu.controller import metrics
 from tsunagu.controller.kube import Kube
 from tsunagu.controller.statusbook import FLUSH_BATCH, StatusBook
 
@@ -39,10 +40,14 @@ class ReportWriter:
         self.max_hold = max_hold
         self._events: list[Mapping[str, Any]] = []
         self._wake = asyncio.Event()
-        statuses.on_change = self._wake.set
+        statuses.on_change = self._changed
 
     def post_event(self, event: Mapping[str, Any]) -> None:
         self._events.append(event)
+        self._changed()
+
+    def _changed(self) -> None:
+        metrics.REPORTS_PENDING.set(self.pending())
         self._wake.set()
 
     def pending(self) -> int:
@@ -66,10 +71,12 @@ class ReportWriter:
             # here for the final one.
             batch, self._events = self._events[:FLUSH_BATCH], self._events[FLUSH_BATCH:]
             await asyncio.gather(*(self._post(event) for event in batch))
+        metrics.REPORTS_PENDING.set(self.pending())
         return written
 
     async def _post(self, event: Mapping[str, Any]) -> None:
         try:
             await self.kube.create_event(event)
         except Exception as error:  # an Event is advice; it is not tried again
+            metrics.REPORT_FAILURES.labels(kind="event").inc()
             logger.warning("could not post event %s: %s", event["reason"], error)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tsunagu.controller import metrics
 from tsunagu.controller.kube import Kube, is_not_found
 from tsunagu.controller.packed import PackedDocuments
 from tsunagu.controller.status import ConditionUpdate, merge_conditions
@@ -134,6 +135,7 @@ class StatusBook:
             if is_not_found(error):
                 self.forget(key)
                 return True
+            metrics.REPORT_FAILURES.labels(kind="status").inc()
             logger.warning("status of %s/%s not written, will retry: %s", *key, error)
             if key in self._desired:
                 # Changes made while this write was failing are measured from the same base.
