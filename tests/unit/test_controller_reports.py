@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -30,16 +32,19 @@ class RecordingKube:
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
         self.events: list[dict[str, Any]] = []
         self.failures: list[BaseException] = []
+        self.arrived = asyncio.Event()
 
     async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         await asyncio.sleep(0)
         if self.failures:
             raise self.failures.pop(0)
         self.patches.append((namespace, name, status))
+        self.arrived.set()
 
     async def create_event(self, body: dict[str, Any]) -> None:
         await asyncio.sleep(0)
         self.events.append(body)
+        self.arrived.set()
 
 
 def book(kube: RecordingKube) -> StatusBook:
@@ -147,6 +152,14 @@ def writer_with(kube: RecordingKube, max_hold: float) -> tuple[ReportWriter, InF
 EVENT = {"reason": "Placed", "metadata": {"namespace": "team"}}
 
 
+async def eventually(kube: RecordingKube, check: Callable[[], bool]) -> None:
+    """Waits until `check` holds after what reaches the recorder, failing after 5 seconds."""
+    async with asyncio.timeout(5.0):
+        while not check():
+            kube.arrived.clear()
+            await kube.arrived.wait()
+
+
 def test_reports_leave_at_once_when_no_gang_is_in_flight() -> None:
     async def scenario() -> None:
         kube = RecordingKube()
@@ -154,9 +167,7 @@ def test_reports_leave_at_once_when_no_gang_is_in_flight() -> None:
         task = asyncio.create_task(writer.run())
         placed(writer.statuses)
         writer.post_event(EVENT)
-        await asyncio.sleep(0.05)
-        assert len(kube.patches) == 1
-        assert kube.events == [EVENT]
+        await eventually(kube, lambda: len(kube.patches) == 1 and kube.events == [EVENT])
         task.cancel()
 
     asyncio.run(scenario())
@@ -170,16 +181,13 @@ def test_reports_wait_for_the_gangs_then_go_out_together() -> None:
         gangs.add(KEY)
         placed(writer.statuses)
         writer.post_event(EVENT)
-        await asyncio.sleep(0.05)
         running(writer.statuses)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the writer has woken and is holding (30 s away)
         assert kube.patches == []
         assert kube.events == []
         assert REGISTRY.get_sample_value("tsunagu_reports_pending") == 2  # a status, an Event
         gangs.discard(KEY)
-        await asyncio.sleep(0.05)
-        assert len(kube.patches) == 1
-        assert kube.events == [EVENT]
+        await eventually(kube, lambda: len(kube.patches) == 1 and kube.events == [EVENT])
         assert REGISTRY.get_sample_value("tsunagu_reports_pending") == 0
         task.cancel()
 
@@ -189,14 +197,13 @@ def test_reports_wait_for_the_gangs_then_go_out_together() -> None:
 def test_reports_wait_no_longer_than_the_hold() -> None:
     async def scenario() -> None:
         kube = RecordingKube()
-        writer, gangs = writer_with(kube, max_hold=0.1)
+        writer, gangs = writer_with(kube, max_hold=0.2)
         task = asyncio.create_task(writer.run())
         gangs.add(KEY)
+        started = time.monotonic()
         placed(writer.statuses)
-        await asyncio.sleep(0.02)
-        assert kube.patches == []
-        await asyncio.sleep(0.2)
-        assert len(kube.patches) == 1
+        await eventually(kube, lambda: len(kube.patches) == 1)
+        assert time.monotonic() - started >= 0.2  # held for the whole hold, gangs still busy
         task.cancel()
 
     asyncio.run(scenario())
@@ -212,8 +219,7 @@ def test_a_failed_write_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
         writer, _ = writer_with(kube, max_hold=30.0)
         task = asyncio.create_task(writer.run())
         placed(writer.statuses)
-        await asyncio.sleep(0.2)
-        assert len(kube.patches) == 1
+        await eventually(kube, lambda: len(kube.patches) == 1)
         assert writer.pending() == 0
         after = REGISTRY.get_sample_value("tsunagu_report_failures_total", {"kind": "status"})
         assert after == (failures or 0) + 1

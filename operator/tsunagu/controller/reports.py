@@ -40,14 +40,12 @@ class ReportWriter:
         self.max_hold = max_hold
         self._events: list[Mapping[str, Any]] = []
         self._wake = asyncio.Event()
-        statuses.on_change = self._changed
+        statuses.on_change = self._wake.set
+        # Read when scraped: the operator has one writer.
+        metrics.REPORTS_PENDING.set_function(self.pending)
 
     def post_event(self, event: Mapping[str, Any]) -> None:
         self._events.append(event)
-        self._changed()
-
-    def _changed(self) -> None:
-        metrics.REPORTS_PENDING.set(self.pending())
         self._wake.set()
 
     def pending(self) -> int:
@@ -71,7 +69,6 @@ class ReportWriter:
             # here for the final one.
             batch, self._events = self._events[:FLUSH_BATCH], self._events[FLUSH_BATCH:]
             await asyncio.gather(*(self._post(event) for event in batch))
-        metrics.REPORTS_PENDING.set(self.pending())
         return written
 
     async def _post(self, event: Mapping[str, Any]) -> None:
