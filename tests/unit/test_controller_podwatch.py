@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tsunagu.controller.config import OperatorConfig
-from tsunagu.controller.kube import Gone, Page, WatchStream
-from tsunagu.controller.podwatch import PodWatch, list_pods, observe_pods
-from tsunagu.controller.runtime import Runtime
-from tsunagu.controller.statusbook import StatusBook
-from tsunagu.controller.view import ClusterView
-from tsunagu.placement.engine import EngineSettings
+from tsunagu.controller.cluster.client import Page
+from tsunagu.controller.cluster.podwatch import PodWatch, list_pods, observe_pods
+from tsunagu.controller.cluster.watchstream import Gone, WatchStream
+from tsunagu.controller.settings import OperatorSettings
+from tsunagu.controller.startup.operator import Operator
 
 
 def pod(name: str, version: str, node: str | None = None, phase: str = "Pending") -> dict[str, Any]:
@@ -107,28 +105,28 @@ class ScriptedKube:
         return WatchStream(ScriptedResponse(script))
 
 
-def runtime(kube: Any) -> Runtime:
-    return Runtime(
-        config=OperatorConfig(),
-        kube=kube,
-        settings=EngineSettings(),
-        view=ClusterView(),
-        statuses=StatusBook(kube),
-    )
+def operator(kube: Any) -> Operator:
+    return Operator(OperatorSettings(), kube)
 
 
 def test_observing_pods_records_gpus_and_wakes_the_loop_when_they_come_free() -> None:
     async def scenario() -> None:
-        rt = runtime(ScriptedKube([], []))
-        observe_pods(rt, [("ADDED", pod("train-0", "1", "n1", "Running"))])
-        assert rt.view.gpu_pods[("team", "train-0")].gpus == 8
-        assert rt.view.pods_of(("team", "train"))["train-0"].node_name == "n1"
-        rt.queue._wake.clear()
-        observe_pods(rt, [("MODIFIED", pod("train-0", "2", "n1", "Succeeded"))])
-        assert rt.queue._wake.is_set()
-        observe_pods(rt, [("DELETED", pod("train-0", "3", "n1", "Succeeded"))])
-        assert rt.view.gpu_pods == {}
-        assert rt.view.pods_of(("team", "train")) == {}
+        op = operator(ScriptedKube([], []))
+        observe_pods(
+            op.cluster.view, [("ADDED", pod("train-0", "1", "n1", "Running"))], op.pods_changed
+        )
+        assert op.cluster.view.gpu_pods[("team", "train-0")].gpus == 8
+        assert op.cluster.view.pods_of(("team", "train"))["train-0"].node_name == "n1"
+        op.queue._wake.clear()
+        observe_pods(
+            op.cluster.view, [("MODIFIED", pod("train-0", "2", "n1", "Succeeded"))], op.pods_changed
+        )
+        assert op.queue._wake.is_set()
+        observe_pods(
+            op.cluster.view, [("DELETED", pod("train-0", "3", "n1", "Succeeded"))], op.pods_changed
+        )
+        assert op.cluster.view.gpu_pods == {}
+        assert op.cluster.view.pods_of(("team", "train")) == {}
 
     asyncio.run(scenario())
 
@@ -139,14 +137,14 @@ def test_a_fresh_list_forgets_pods_whose_deletion_the_watch_missed() -> None:
             Page([pod("train-0", "20", "n1", "Running")], "1", "25"),
             Page([pod("train-2", "21", "n2", "Running")], None, "25"),
         ]
-        rt = runtime(ScriptedKube(pages, []))
+        op = operator(ScriptedKube(pages, []))
         running = [("ADDED", pod(f"train-{rank}", "5", "n1", "Running")) for rank in (0, 1, 3)]
-        observe_pods(rt, running)
-        rt.queue._wake.clear()
-        assert await list_pods(rt) == "25"
-        assert sorted(rt.view.pods_of(("team", "train"))) == ["train-0", "train-2"]
-        assert sorted(name for _, name in rt.view.gpu_pods) == ["train-0", "train-2"]
-        assert rt.queue._wake.is_set()  # the GPUs of train-1 and train-3 came free
+        observe_pods(op.cluster.view, running, op.pods_changed)
+        op.queue._wake.clear()
+        assert await list_pods(op.cluster.client, op.cluster.view, op.pods_changed) == "25"
+        assert sorted(op.cluster.view.pods_of(("team", "train"))) == ["train-0", "train-2"]
+        assert sorted(name for _, name in op.cluster.view.gpu_pods) == ["train-0", "train-2"]
+        assert op.queue._wake.is_set()  # the GPUs of train-1 and train-3 came free
 
     asyncio.run(scenario())
 
@@ -165,15 +163,15 @@ def test_the_watch_resumes_after_the_last_event_and_lists_again_when_gone() -> N
     kube = ScriptedKube(pages, watches, list_failures=1)  # the first list after 410 fails
 
     async def scenario() -> None:
-        rt = runtime(kube)
-        watch = PodWatch(rt, "10")
+        op = operator(kube)
+        watch = PodWatch(op.cluster.client, op.cluster.view, op.pods_changed, "10")
         task = asyncio.create_task(watch.run())
         for _ in range(200):
-            if "train-5" in rt.view.pods_of(("team", "train")):
+            if "train-5" in op.cluster.view.pods_of(("team", "train")):
                 break
             await asyncio.sleep(0.02)
         task.cancel()
-        assert sorted(rt.view.pods_of(("team", "train"))) == ["train-1", "train-5"]
+        assert sorted(op.cluster.view.pods_of(("team", "train"))) == ["train-1", "train-5"]
         assert watch.resource_version == "31"
 
     def restarts(reason: str) -> float:

@@ -17,12 +17,12 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 
-from tsunagu.controller.config import OperatorConfig, add_arguments, from_args
-from tsunagu.controller.inflight import InFlight
-from tsunagu.controller.kube import Kube
-from tsunagu.controller.reports import ReportWriter
-from tsunagu.controller.status import ConditionUpdate
-from tsunagu.controller.statusbook import FLUSH_BATCH, StatusBook
+from tsunagu.controller.cluster.client import Kube
+from tsunagu.controller.report.status import ConditionUpdate
+from tsunagu.controller.report.statusbook import FLUSH_BATCH, StatusBook
+from tsunagu.controller.report.writer import ReportWriter
+from tsunagu.controller.scheduling.inflight import InFlight
+from tsunagu.controller.settings import OperatorSettings, add_arguments, from_args
 
 KEY = ("team", "train")
 
@@ -210,7 +210,7 @@ def test_reports_wait_no_longer_than_the_hold() -> None:
 
 
 def test_a_failed_write_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tsunagu.controller.reports.RETRY_SECONDS", 0.05)
+    monkeypatch.setattr("tsunagu.controller.report.writer.RETRY_SECONDS", 0.05)
 
     async def scenario() -> None:
         kube = RecordingKube()
@@ -241,15 +241,15 @@ def test_in_flight_is_idle_only_without_gangs() -> None:
     assert gangs.idle.is_set()
 
 
-def parse_run_flags(*argv: str) -> OperatorConfig:
+def parse_run_flags(*argv: str) -> OperatorSettings:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return from_args(parser.parse_args(list(argv)))
 
 
 def test_the_hold_is_a_flag_and_30_seconds_by_default() -> None:
-    assert parse_run_flags().report_hold_seconds == 30.0
-    assert parse_run_flags("--report-hold-seconds", "0").report_hold_seconds == 0.0
+    assert parse_run_flags().reporting.hold_seconds == 30.0
+    assert parse_run_flags("--report-hold-seconds", "0").reporting.hold_seconds == 0.0
 
 
 def test_a_negative_hold_is_refused_naming_the_flag() -> None:

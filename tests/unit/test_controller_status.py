@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from tsunagu.api.types import PodUsage, TrainingJobSpec
-from tsunagu.controller.assume import AssumeCache
-from tsunagu.controller.queue import SchedulingQueue
-from tsunagu.controller.status import ConditionUpdate, merge_conditions
-from tsunagu.controller.statusbook import merge_patch
+from tsunagu.controller.report.status import ConditionUpdate, merge_conditions
+from tsunagu.controller.report.statusbook import merge_patch
+from tsunagu.controller.scheduling.assume import AssumeCache
+from tsunagu.controller.scheduling.queue import SchedulingQueue
 
 
 def test_transition_time_moves_only_when_the_status_flips() -> None:
@@ -100,7 +100,7 @@ def test_assumed_pods_expire_after_their_time_to_live() -> None:
 
 
 def test_status_book_hands_out_copies() -> None:
-    from tsunagu.controller.statusbook import StatusBook
+    from tsunagu.controller.report.statusbook import StatusBook
 
     book = StatusBook(kube=None)  # type: ignore[arg-type]  # seed and read never call the API
     book.seed(("team", "a"), {"conditions": [{"type": "Scheduled", "status": "True"}]})
@@ -116,7 +116,11 @@ def test_status_documents_carry_plain_strings_not_the_engines_enums() -> None:
     import marshal
 
     from tsunagu.api.conditions import Reason
-    from tsunagu.controller.status import ConditionUpdate, alternative_entry, merge_conditions
+    from tsunagu.controller.report.status import (
+        ConditionUpdate,
+        alternative_entry,
+        merge_conditions,
+    )
     from tsunagu.placement.engine import Candidate
 
     entry = alternative_entry(

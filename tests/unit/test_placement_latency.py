@@ -11,7 +11,7 @@ from tsunagu.placement.latency import LatencyMatrix, LinkSource, Measurement
 
 
 def measured(a: str, b: str, rtt: float, age: float, jitter: float = 0.0) -> Measurement:
-    return Measurement(a, b, rtt, jitter, NOW - age)
+    return Measurement(a, b, rtt, jitter, NOW - age, source="Prometheus")
 
 
 @pytest.mark.parametrize(

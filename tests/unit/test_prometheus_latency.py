@@ -128,8 +128,12 @@ def test_seconds_become_milliseconds_and_observed_at_is_the_sample_time() -> Non
     )
     assert conversion.rejected == ()
     assert conversion.measurements == (
-        Measurement("osaka", "tokyo", pytest.approx(2.0), pytest.approx(0.4), T0),
-        Measurement("tokyo", "fukuoka", pytest.approx(15.5), pytest.approx(1.2), T0),
+        Measurement(
+            "osaka", "tokyo", pytest.approx(2.0), pytest.approx(0.4), T0, source="Prometheus"
+        ),
+        Measurement(
+            "tokyo", "fukuoka", pytest.approx(15.5), pytest.approx(1.2), T0, source="Prometheus"
+        ),
     )
 
 
@@ -143,7 +147,9 @@ def test_custom_labels_and_millisecond_values_as_from_another_exporter() -> None
     )
     raw = [{"metric": {"src": "tokyo", "dst": "osaka", "job": "x"}, "value": [T0, "7.25"]}]
     conversion = convert_query_results(raw, None, settings)
-    assert conversion.measurements == (Measurement("tokyo", "osaka", 7.25, 0.0, T0),)
+    assert conversion.measurements == (
+        Measurement("tokyo", "osaka", 7.25, 0.0, T0, source="Prometheus"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -294,7 +300,9 @@ def test_fetch_converts_and_counts_rejects(fake_prometheus: FakePrometheus) -> N
     source, registry = make_source(fake_prometheus.url)
     measurements = source.fetch(T0 + 5, known_regions={"tokyo", "osaka", "fukuoka"})
     assert measurements == (
-        Measurement("tokyo", "fukuoka", pytest.approx(15.0), pytest.approx(1.0), T0),
+        Measurement(
+            "tokyo", "fukuoka", pytest.approx(15.0), pytest.approx(1.0), T0, source="Prometheus"
+        ),
     )
     rejected = "tsunagu_latency_samples_rejected_total"
     assert counter(registry, rejected, reason="not_a_number") == 1
@@ -378,7 +386,9 @@ def test_poller_survives_failures_and_a_failing_callback(fake_prometheus: FakePr
             await poller
 
     asyncio.run(scenario())
-    assert updates[0] == (Measurement("tokyo", "fukuoka", pytest.approx(15.0), 0.0, T0),)
+    assert updates[0] == (
+        Measurement("tokyo", "fukuoka", pytest.approx(15.0), 0.0, T0, source="Prometheus"),
+    )
 
 
 def test_poller_passes_known_regions_and_awaits_an_async_callback(

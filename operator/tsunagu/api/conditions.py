@@ -45,29 +45,6 @@ class Reason(StrEnum):
     OverBudget = "OverBudget"
     Requeued = "Requeued"
 
-    # Upper-case aliases of the same members, for callers who prefer constant style.
-    PLACED = Placed
-    FEASIBLE = Feasible
-    REGION_UNAVAILABLE = RegionUnavailable
-    REGION_EXCLUDED = RegionExcluded
-    DATA_RESIDENCY = DataResidency
-    LATENCY_UNKNOWN = LatencyUnknown
-    LATENCY_BUDGET = LatencyBudget
-    THROUGHPUT_LOSS_BUDGET = ThroughputLossBudget
-    INSUFFICIENT_CAPACITY = InsufficientCapacity
-    NO_REGIONS = NoRegions
-    DATASET_NOT_FOUND = DatasetNotFound
-    INVALID_SPEC = InvalidSpec
-    PENDING = Pending
-    PODS_RUNNING = PodsRunning
-    PODS_STARTING = PodsStarting
-    SUCCEEDED = Succeeded
-    FAILED = Failed
-    RESTARTING = Restarting
-    WITHIN_BUDGET = WithinBudget
-    OVER_BUDGET = OverBudget
-    REQUEUED = Requeued
-
 
 # A region that fails an earlier filter is never tested against a later one, so the position of
 # its reason here says how far it got.

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# A namespaced object's identity inside the operator: (namespace, name).
+JobKey = tuple[str, str]
+
 
 class ResidencyMode(StrEnum):
     Pinned = "Pinned"
@@ -112,7 +115,7 @@ class DatasetSpec:
     classification: str = ""
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> JobKey:
         return (self.namespace, self.name)
 
 
@@ -155,7 +158,7 @@ class TrainingJobSpec:
     created_at: float = 0.0
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> JobKey:
         return (self.namespace, self.name)
 
     @property

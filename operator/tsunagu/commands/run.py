@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import logging
 
-from tsunagu.controller.config import add_arguments as add_operator_arguments
-from tsunagu.controller.config import from_args
+from tsunagu.controller.settings import add_arguments as add_operator_arguments
+from tsunagu.controller.settings import from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,26 +20,27 @@ def execute(args: argparse.Namespace) -> int:
 
     import tsunagu.controller.handlers  # noqa: F401 - registers the Kopf handlers
 
-    config = from_args(args)
+    settings = from_args(args)
+    serving = settings.serving
     kopf.configure(
-        verbose=config.verbose,
-        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
+        verbose=serving.verbose,
+        log_format=kopf.LogFormat.JSON if serving.log_format == "json" else kopf.LogFormat.PLAIN,
     )
-    if config.metrics_port:
-        start_http_server(config.metrics_port)
-    liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
-    logging.getLogger("tsunagu").setLevel(logging.DEBUG if config.verbose else logging.INFO)
-    if not config.verbose:
+    if serving.metrics_port:
+        start_http_server(serving.metrics_port)
+    liveness = f"http://0.0.0.0:{serving.liveness_port}/healthz" if serving.liveness_port else None
+    logging.getLogger("tsunagu").setLevel(logging.DEBUG if serving.verbose else logging.INFO)
+    if not serving.verbose:
         # "Handler succeeded" for every watch event would drown what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         asyncio.run(
             kopf.operator(
                 standalone=True,
-                clusterwide=not config.namespaces,
-                namespaces=list(config.namespaces),
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
                 liveness_endpoint=liveness,
-                memo=kopf.Memo(config=config),
+                memo=kopf.Memo(settings=settings),
             )
         )
     except KeyboardInterrupt:

@@ -18,13 +18,15 @@ DEFAULT_STALENESS_SECONDS = 120.0
 
 
 class LinkSource(StrEnum):
-    Prometheus = "Prometheus"
+    """Where an RTT came from when it is not a measurement (a measurement names its own source,
+    the adapter that produced it, so this module names none)."""
+
     Declared = "Declared"
     Local = "Local"
 
-    PROMETHEUS = Prometheus
-    DECLARED = Declared
-    LOCAL = Local
+
+# The source of a measurement whose adapter did not name itself.
+MEASURED = "Measured"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +38,14 @@ class Measurement:
     rtt_ms: float
     jitter_ms: float
     observed_at: float  # unix seconds
+    source: str = MEASURED  # the adapter that measured it, e.g. "Prometheus"
 
 
 @dataclass(frozen=True, slots=True)
 class LinkEstimate:
     rtt_ms: float
     jitter_ms: float
-    source: str  # a LinkSource value
+    source: str  # a measurement's source, or a LinkSource value
     observed_at: float | None
     bandwidth_gbps: float | None
 
@@ -143,7 +146,7 @@ class LatencyMatrix:
             return LinkEstimate(
                 measurement.rtt_ms,
                 measurement.jitter_ms,
-                LinkSource.Prometheus,
+                measurement.source,
                 measurement.observed_at,
                 bandwidth,
             )

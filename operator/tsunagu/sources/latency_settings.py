@@ -9,7 +9,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from tsunagu.sources.latency import LatencySettings
 
 # 4 × a 5 s scrape interval: rate() needs ≥ 2 samples in the window, and a short window lets the
 # p95 fall back within ~window after an RTT drop (a rise shows within one scrape). With a scrape
@@ -60,6 +63,21 @@ class PrometheusLatencySettings:
     timeout_seconds: float = 5.0
     staleness_seconds: float = 120.0  # for LatencyMatrix.build; not applied by this module
     max_rtt_ms: float = 10_000.0  # anything above is a broken exporter, not a network
+
+    @classmethod
+    def for_operator(cls, latency: LatencySettings) -> Self:
+        """From the operator's latency section (its flags), checked like the camelCase block."""
+        block: dict[str, Any] = {
+            "intervalSeconds": latency.interval_seconds,
+            "stalenessSeconds": latency.staleness_seconds,
+        }
+        if latency.prometheus_url:
+            block["url"] = latency.prometheus_url
+        if latency.rtt_query:
+            block["rttQuery"] = latency.rtt_query
+        if latency.jitter_query:
+            block["jitterQuery"] = latency.jitter_query
+        return cls.from_mapping(block, where="flags")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "prometheus") -> Self:

@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NoReturn
@@ -33,9 +33,13 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
 from tsunagu.placement.latency import Measurement
+from tsunagu.sources.latency import UpdateCallback
 from tsunagu.sources.latency_settings import PrometheusLatencySettings
 
 log = logging.getLogger(__name__)
+
+# What every measurement of this source says it came from (status and Events show it).
+SOURCE_NAME = "Prometheus"
 
 
 class RejectReason(StrEnum):
@@ -157,6 +161,7 @@ def convert_query_results(
             rtt_ms=sample.value_ms,
             jitter_ms=jitters[(source, target)].value_ms if (source, target) in jitters else 0.0,
             observed_at=sample.timestamp,
+            source=SOURCE_NAME,
         )
         for (source, target), sample in sorted(rtts.items())
     )
@@ -209,9 +214,6 @@ def default_metrics() -> LatencySourceMetrics:
 
 class LatencySourceError(Exception):
     """A refresh failed; the message names the query and the cause."""
-
-
-UpdateCallback = Callable[[tuple[Measurement, ...]], Awaitable[None] | None]
 
 
 class PrometheusLatencySource:

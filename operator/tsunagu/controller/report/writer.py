@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tsunagu.controller import metrics
-from tsunagu.controller.kube import Kube
-from tsunagu.controller.statusbook import FLUSH_BATCH, StatusBook
+from tsunagu.controller.cluster.client import Kube
+from tsunagu.controller.report.statusbook import FLUSH_BATCH, StatusBook
 
 logger = logging.getLogger(__name__)
 

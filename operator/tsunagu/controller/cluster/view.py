@@ -1,27 +1,21 @@
-"""The operator's in-memory view of the cluster, fed by watch events: no list call per decision.
-
-One instance lives in Kopf's `memo`. Handlers upsert what they observe; the scheduler reads
-immutable snapshots of it. All access happens on the operator's event loop, so no locking.
+"""The nodes and pods of one cluster as the operator last saw them, fed by watch events: no
+list call per decision. The scheduler reads immutable snapshots built from it (with the Regions
+and Datasets of the `Catalog`). All access happens on the operator's event loop, so no locking.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tsunagu.api.names import JOB_LABEL, RANK_LABEL
-from tsunagu.api.parse import SpecError, parse_dataset, parse_node, parse_pod, parse_region
-from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec
-from tsunagu.controller.packed import PackedDocuments
-from tsunagu.placement.latency import LatencyMatrix, Measurement
-from tsunagu.placement.snapshot import ClusterSnapshot
+from tsunagu.api.parse import SpecError, parse_node, parse_pod
+from tsunagu.api.types import JobKey, NodeInfo, PodUsage
 
 logger = logging.getLogger(__name__)
-
-JobKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,24 +36,6 @@ def _owner_uid(metadata: Mapping[str, Any]) -> str | None:
         if reference.get("controller"):
             return str(reference.get("uid"))
     return None
-
-
-# Read by nobody in the operator, and large: the biggest part of an object kept in memory.
-_UNUSED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
-
-
-def lean(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A TrainingJob as kept in memory: without managedFields, status (the StatusBook has it)
-    and the last-applied annotation."""
-    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-    annotations = metadata.get("annotations")
-    if annotations:
-        metadata["annotations"] = {
-            k: v for k, v in annotations.items() if k not in _UNUSED_ANNOTATIONS
-        }
-    return {k: v for k, v in body.items() if k not in ("status", "metadata")} | {
-        "metadata": metadata
-    }
 
 
 def _is_ready(node: Mapping[str, Any]) -> bool:
@@ -93,17 +69,13 @@ def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
 
 @dataclass
 class ClusterView:
+    """Nodes (with their readiness) and pods (GPU holders, and pods of TrainingJobs)."""
+
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     gpu_pods: dict[JobKey, PodUsage] = field(default_factory=dict)
     job_pods: dict[JobKey, dict[str, JobPod]] = field(default_factory=lambda: defaultdict(dict))
-    regions: dict[str, RegionSpec] = field(default_factory=dict)
-    datasets: dict[JobKey, DatasetSpec] = field(default_factory=dict)
-    # Lean TrainingJob bodies; each read is a fresh copy.
-    jobs: PackedDocuments[JobKey] = field(default_factory=PackedDocuments)
     # Nodes whose Ready condition is not True: their pods are lost (a cordon is not a loss).
     not_ready: set[str] = field(default_factory=set)
-    measurements: tuple[Measurement, ...] = ()
-    staleness_seconds: float = 120.0
 
     # --- nodes -----------------------------------------------------------------------------
     def upsert_node(self, body: Mapping[str, Any]) -> bool:
@@ -182,51 +154,6 @@ class ClusterView:
 
     def pods_of(self, job: JobKey) -> dict[str, JobPod]:
         return dict(self.job_pods.get(job, {}))
-
-    # --- regions, datasets, jobs -----------------------------------------------------------
-    def upsert_region(self, body: Mapping[str, Any]) -> RegionSpec | None:
-        try:
-            region = parse_region(body)
-        except SpecError as error:
-            logger.warning("ignoring region: %s", error)
-            self.regions.pop((body.get("metadata") or {}).get("name", ""), None)
-            return None
-        self.regions[region.name] = region
-        return region
-
-    def delete_region(self, name: str) -> None:
-        self.regions.pop(name, None)
-
-    def upsert_dataset(self, body: Mapping[str, Any]) -> DatasetSpec:
-        """Records a dataset; raises SpecError (and forgets it) when it does not parse."""
-        metadata = body.get("metadata") or {}
-        key = (metadata.get("namespace", "default"), metadata.get("name", ""))
-        try:
-            dataset = parse_dataset(body)
-        except SpecError:
-            self.datasets.pop(key, None)
-            raise
-        self.datasets[key] = dataset
-        return dataset
-
-    def delete_dataset(self, namespace: str, name: str) -> None:
-        self.datasets.pop((namespace, name), None)
-
-    # --- reading ---------------------------------------------------------------------------
-    def latency(self) -> LatencyMatrix:
-        return LatencyMatrix.build(
-            self.regions.values(), self.measurements, staleness_seconds=self.staleness_seconds
-        )
-
-    def snapshot(self, now: float, assumed: Iterable[PodUsage] = ()) -> ClusterSnapshot:
-        """An immutable snapshot; `assumed` pods count as bound although no watch has shown it."""
-        pods = list(self.gpu_pods.values())
-        seen = {(p.namespace, p.name) for p in pods if p.node_name}
-        pods.extend(p for p in assumed if (p.namespace, p.name) not in seen)
-        regions, datasets = self.regions.values(), self.datasets.values()
-        return ClusterSnapshot.build(
-            regions, self.nodes.values(), pods, datasets, self.latency(), now
-        )
 
     def node_alive(self, node_name: str | None) -> bool:
         """False when the node is gone or not Ready: pods bound there no longer run."""

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, RUNNING, SCHEDULED, Reason
-from tsunagu.placement.engine import Candidate, Decision
+from tsunagu.placement.engine import MAX_ALTERNATIVES, Candidate, Decision
 from tsunagu.placement.snapshot import RegionCapacity
 
-MAX_ALTERNATIVES = 8
 MAX_MESSAGE = 1024
 
 

@@ -1,34 +1,59 @@
-"""Operator settings: command-line flags, each also readable from `TSUNAGU_<FLAG>` in the
-environment (how the Helm chart passes them)."""
+"""Operator settings, in sections by meaning (latency, scheduling, reporting, serving), read from
+command-line flags, each also readable from `TSUNAGU_<FLAG>` in the environment (how the Helm
+chart passes them)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tsunagu.placement.engine import EngineSettings
+from tsunagu.sources.latency import LatencySettings
 
 
 @dataclass(frozen=True, slots=True)
-class OperatorConfig:
-    namespaces: tuple[str, ...] = ()
-    prometheus_url: str | None = None
-    latency_query: str | None = None
-    jitter_query: str | None = None
-    latency_interval: float = 10.0
-    staleness_seconds: float = 120.0
+class SchedulingSettings:
+    # Budgets for jobs that set none (None: no budget).
     default_max_rtt_ms: float | None = None
     default_max_throughput_loss: float | None = None
+    # Pending jobs are decided again at least this often.
+    retry_interval: float = 15.0
+    # Gangs created and bound at the same time.
+    bind_concurrency: int = 8
+
+    def engine(self) -> EngineSettings:
+        return EngineSettings(
+            default_max_rtt_ms=self.default_max_rtt_ms,
+            default_max_throughput_loss=self.default_max_throughput_loss,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReportingSettings:
+    # Statuses and Events wait at most this long while gangs are being bound (see `report`).
+    hold_seconds: float = 30.0
+    region_status_interval: float = 5.0
+    # A measured link is written to Region.status again only when it moves more than this.
+    link_change_threshold_ms: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSettings:
     metrics_port: int = 8080
     liveness_port: int = 8081
     log_format: str = "plain"
     verbose: bool = False
-    retry_interval: float = 15.0
-    bind_concurrency: int = 8
-    # Statuses and Events wait at most this long while gangs are being bound (see `reports`).
-    report_hold_seconds: float = 30.0
-    region_status_interval: float = 5.0
-    # A measured link is written to Region.status again only when it moves more than this.
-    link_change_threshold_ms: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    # TrainingJobs and Datasets of these namespaces only; empty: all.
+    namespaces: tuple[str, ...] = ()
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
+    reporting: ReportingSettings = field(default_factory=ReportingSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -74,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def from_args(args: argparse.Namespace) -> OperatorConfig:
+def from_args(args: argparse.Namespace) -> OperatorSettings:
     if args.log_format not in ("plain", "json"):
         raise SystemExit(
             f"tsunagu run: --log-format must be plain or json (got {args.log_format!r})"
@@ -83,20 +108,26 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
         raise SystemExit(
             f"tsunagu run: --report-hold-seconds must be 0 or more (got {args.report_hold_seconds})"
         )
-    return OperatorConfig(
+    return OperatorSettings(
         namespaces=tuple(args.namespace or args.env_namespaces),
-        prometheus_url=args.prometheus_url or None,
-        latency_query=args.latency_query or None,
-        jitter_query=args.jitter_query or None,
-        latency_interval=args.latency_interval,
-        staleness_seconds=args.staleness_seconds,
-        default_max_rtt_ms=args.default_max_rtt_ms,
-        default_max_throughput_loss=args.default_max_throughput_loss,
-        metrics_port=args.metrics_port,
-        liveness_port=args.liveness_port,
-        log_format=args.log_format,
-        verbose=args.verbose,
-        retry_interval=args.retry_interval,
-        bind_concurrency=args.bind_concurrency,
-        report_hold_seconds=args.report_hold_seconds,
+        latency=LatencySettings(
+            prometheus_url=args.prometheus_url or None,
+            rtt_query=args.latency_query or None,
+            jitter_query=args.jitter_query or None,
+            interval_seconds=args.latency_interval,
+            staleness_seconds=args.staleness_seconds,
+        ),
+        scheduling=SchedulingSettings(
+            default_max_rtt_ms=args.default_max_rtt_ms,
+            default_max_throughput_loss=args.default_max_throughput_loss,
+            retry_interval=args.retry_interval,
+            bind_concurrency=args.bind_concurrency,
+        ),
+        reporting=ReportingSettings(hold_seconds=args.report_hold_seconds),
+        serving=ServingSettings(
+            metrics_port=args.metrics_port,
+            liveness_port=args.liveness_port,
+            log_format=args.log_format,
+            verbose=args.verbose,
+        ),
     )

@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from tsunagu.api.types import PodUsage
-
-JobKey = tuple[str, str]
+from tsunagu.api.types import JobKey, PodUsage
 
 
 @dataclass

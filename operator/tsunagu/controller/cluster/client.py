@@ -1,5 +1,5 @@
-"""The Kubernetes API calls the controller makes: blocking reads through the generated client
-(callers on the event loop go through `Kube.call`), writes as coroutines on aiohttp."""
+"""The API client of one cluster: blocking reads through the generated client (callers on the
+event loop go through `Kube.call`), writes as coroutines on aiohttp."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import enum
 import functools
 import json
 import logging
-import socket
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,10 +18,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tsunagu.api.names import GROUP, REGIONS, TRAINING_JOBS, VERSION
+from tsunagu.controller.cluster.watchstream import WatchStream
 
 logger = logging.getLogger(__name__)
 
-COMPONENT = "tsunagu"
 LIST_PAGE_SIZE = 500
 MERGE_PATCH = "application/merge-patch+json"
 WRITE_TIMEOUT_SECONDS = 60
@@ -31,11 +30,6 @@ T = TypeVar("T")
 
 class Conflict(Exception):
     """The object exists already (HTTP 409)."""
-
-
-class Gone(Exception):
-    """The watch cannot resume from its resourceVersion (HTTP 410, or any ERROR event):
-    list again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,79 +253,6 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext:
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
     return context
-
-
-class WatchStream:
-    """The events of one watch request, read in the calling thread a chunk at a time.
-
-    `close` may be called from another thread: it ends a read that is waiting for data.
-    Where the next watch resumes is the caller's to track: only it knows which events it has
-    handled."""
-
-    def __init__(self, response: Any) -> None:
-        self._response = response
-        self._closed = False
-
-    def batches(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-        """(type, object) pairs, one list per chunk read; raises Gone on an ERROR event."""
-        pending = b""
-        try:
-            for chunk in self._response.stream(65536, decode_content=True):
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()
-                batch = []
-                for line in lines:
-                    if line.strip():
-                        batch.append(self._decode(line))
-                if batch:
-                    yield batch
-        finally:
-            self.close()
-
-    def _decode(self, line: bytes) -> tuple[str, dict[str, Any]]:
-        event = json.loads(line)
-        kind, body = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            raise Gone(f"{body.get('code')} {body.get('reason')}: {body.get('message')}")
-        return str(kind), body
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        shutdown = getattr(self._response, "shutdown", None)  # urllib3 ≥ 2.3: ends a blocked read
-        if shutdown is not None:
-            shutdown()
-        self._response.close()  # not back to the pool: it may hold a half-read chunk
-
-
-def event_body(
-    involved: Mapping[str, Any], kind: str, reason: str, message: str, now: str
-) -> dict[str, Any]:
-    """A core/v1 Event about `involved`, reported by the tsunagu component."""
-    metadata = involved["metadata"]
-    namespace = metadata.get("namespace") or "default"
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{metadata['name']}.", "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": involved.get("apiVersion"),
-            "kind": involved.get("kind"),
-            "name": metadata["name"],
-            "namespace": namespace,
-            "uid": metadata.get("uid"),
-        },
-        "type": kind,
-        "reason": reason,
-        "message": message[:1024],
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": socket.gethostname()[:128],
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
 
 
 def is_not_found(error: BaseException) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-JobKey = tuple[str, str]
+from tsunagu.api.types import JobKey
 
 
 class InFlight:

@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
-from tsunagu.controller.kube import Gone, WatchStream
-from tsunagu.controller.lifecycle import reconcile_soon
-from tsunagu.controller.runtime import JobKey, Runtime
+from tsunagu.controller.cluster.client import Kube
+from tsunagu.controller.cluster.view import ClusterView
+from tsunagu.controller.cluster.watchstream import Gone, WatchStream
 
 logger = logging.getLogger(__name__)
 
@@ -29,52 +31,45 @@ WATCH_TIMEOUT_SECONDS = 300
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 PodEvent = tuple[str, dict[str, Any]]
+# Told which TrainingJobs' pods changed and whether GPUs came free.
+PodsChanged = Callable[[set[JobKey], bool], None]
 
 
-def observe_pods(rt: Runtime, events: list[PodEvent]) -> None:
-    """Records pod events in the view; wakes the decision loop when GPUs came free and lets the
-    lifecycle look at every TrainingJob whose pods changed."""
+def observe_pods(view: ClusterView, events: list[PodEvent], on_change: PodsChanged) -> None:
+    """Records pod events in the view, then says which TrainingJobs' pods changed and whether
+    GPUs came free (the decision loop and the lifecycle take it from there)."""
     released_any = False
     jobs: set[JobKey] = set()
     for kind, body in events:
         if kind == "BOOKMARK":
             continue
         if kind == "DELETED":
-            job, released = rt.view.delete_pod(body)
+            job, released = view.delete_pod(body)
         else:
-            job, released = rt.view.upsert_pod(body)
+            job, released = view.upsert_pod(body)
         released_any = released_any or released
         if job is not None:
             jobs.add(job)
-    _follow_up(rt, jobs, released_any)
+    on_change(jobs, released_any)
 
 
-def _follow_up(rt: Runtime, jobs: set[JobKey], released: bool) -> None:
-    """GPUs came free: pending jobs deserve another look; pods changed: so do their jobs."""
-    if released:
-        rt.queue.wake()
-    for job in jobs:
-        if job in rt.view.jobs:
-            reconcile_soon(rt, job)
-
-
-async def list_pods(rt: Runtime) -> str:
+async def list_pods(kube: Kube, view: ClusterView, on_change: PodsChanged) -> str:
     """Lists every pod into the view, page by page, forgetting pods the list no longer has;
     returns the list's resourceVersion, where the watch starts."""
     present: set[JobKey] = set()
     version, token = "", None
     while True:
-        page = await rt.kube.call(rt.kube.list_page, "pods", token)
+        page = await kube.call(kube.list_page, "pods", token)
         version = version or page.resource_version
         for body in page.items:
             metadata = body.get("metadata") or {}
             present.add((metadata.get("namespace", "default"), metadata.get("name", "")))
-        observe_pods(rt, [("MODIFIED", body) for body in page.items])
+        observe_pods(view, [("MODIFIED", body) for body in page.items], on_change)
         token = page.next_token
         if token is None:
             break
-    jobs, released = rt.view.forget_pods_except(present)
-    _follow_up(rt, jobs, released)
+    jobs, released = view.forget_pods_except(present)
+    on_change(jobs, released)
     return version
 
 
@@ -82,8 +77,12 @@ class PodWatch:
     """Watches pods for as long as the operator runs: resumes after the last event it handed
     to the view, lists again when the API server no longer has that version."""
 
-    def __init__(self, rt: Runtime, resource_version: str) -> None:
-        self.rt = rt
+    def __init__(
+        self, kube: Kube, view: ClusterView, on_change: PodsChanged, resource_version: str
+    ) -> None:
+        self.kube = kube
+        self.view = view
+        self.on_change = on_change
         self.resource_version = resource_version
 
     async def run(self) -> None:
@@ -92,7 +91,7 @@ class PodWatch:
         while True:
             try:
                 if relist:
-                    self.resource_version = await list_pods(self.rt)
+                    self.resource_version = await list_pods(self.kube, self.view, self.on_change)
                     relist = False
                 await self._watch_once()
                 failures = 0
@@ -109,7 +108,7 @@ class PodWatch:
                 await asyncio.sleep(delay)
 
     def _deliver(self, events: list[PodEvent]) -> None:
-        observe_pods(self.rt, events)
+        observe_pods(self.view, events, self.on_change)
         version = (events[-1][1].get("metadata") or {}).get("resourceVersion")
         if version:
             self.resource_version = str(version)
@@ -117,8 +116,8 @@ class PodWatch:
     async def _watch_once(self) -> None:
         """One watch request, until the server ends it or it fails."""
         loop = asyncio.get_running_loop()
-        stream: WatchStream = await self.rt.kube.call(
-            self.rt.kube.watch, "pods", self.resource_version, WATCH_TIMEOUT_SECONDS
+        stream: WatchStream = await self.kube.call(
+            self.kube.watch, "pods", self.resource_version, WATCH_TIMEOUT_SECONDS
         )
         ended: asyncio.Future[None] = loop.create_future()
 

@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from tsunagu.api.types import TrainingJobSpec
-
-JobKey = tuple[str, str]
+from tsunagu.api.types import JobKey, TrainingJobSpec
 
 
 @dataclass
@@ -27,6 +25,8 @@ class SchedulingQueue:
 
     def remove(self, key: JobKey) -> None:
         self._pending.pop(key, None)
+
+    forget = remove  # a deleted job leaves the queue
 
     def __contains__(self, key: object) -> bool:
         return key in self._pending

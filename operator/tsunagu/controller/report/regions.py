@@ -6,22 +6,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
-from tsunagu.controller.runtime import Runtime
-from tsunagu.controller.status import region_status_fields, timestamp
-from tsunagu.controller.statusbook import merge_patch
+from tsunagu.controller.catalog import Catalog
+from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.report.status import region_status_fields, timestamp
+from tsunagu.controller.report.statusbook import merge_patch
+from tsunagu.controller.settings import ReportingSettings
+from tsunagu.placement.latency import LatencyMatrix
 
 logger = logging.getLogger(__name__)
 
 MAX_LINKS = 64
 
 
-def measured_links(rt: Runtime, region: str, now: float) -> list[dict[str, Any]]:
-    matrix = rt.view.latency()
+def measured_links(
+    matrix: LatencyMatrix, regions: Sequence[str], region: str, now: float
+) -> list[dict[str, Any]]:
+    """The links from `region` to every other region as they are known now, with their source."""
     links = []
-    for other in sorted(rt.view.regions):
+    for other in regions:
         if other == region:
             continue
         link = matrix.link(region, other, now)
@@ -45,28 +50,36 @@ def links_moved(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold_
     return any(abs(o["rttMs"] - n["rttMs"]) > threshold_ms for o, n in zip(old, new, strict=True))
 
 
-@dataclass
 class RegionStatusWriter:
-    _written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    def __init__(
+        self, catalog: Catalog, clusters: Sequence[ClusterConnection], settings: ReportingSettings
+    ) -> None:
+        self.catalog = catalog
+        self.clusters = clusters
+        self.settings = settings
+        self._written: dict[str, dict[str, Any]] = {}
 
-    async def write_all(self, rt: Runtime) -> None:
+    async def write_all(self) -> None:
         now = time.time()
         # The engine's own accounting (nodeSelector-aware), so status and decisions agree.
-        snapshot = rt.view.snapshot(now)
-        for name in sorted(rt.view.regions):
+        snapshot = self.catalog.snapshot((c.view for c in self.clusters), now)
+        matrix = self.catalog.latency()
+        names = sorted(self.catalog.regions)
+        client = self.clusters[0].client  # Regions live in the operator's own cluster
+        for name in names:
             if not snapshot.has_region(name):
                 continue
             old = self._written.get(name, {})
             new = dict(region_status_fields(snapshot.capacity(name)))
-            links = measured_links(rt, name, now)
+            links = measured_links(matrix, names, name, now)
             old_links = old.get("links", [])
-            threshold = rt.config.link_change_threshold_ms
+            threshold = self.settings.link_change_threshold_ms
             new["links"] = links if links_moved(old_links, links, threshold) else old_links
             patch = merge_patch(old, new)
             if not patch:
                 continue
             try:
-                await rt.kube.patch_region_status(name, patch)
+                await client.patch_region_status(name, patch)
                 self._written[name] = new
             except Exception as error:  # the region may be gone; try again next round
                 logger.debug("region %s status not written: %s", name, error)
@@ -74,11 +87,10 @@ class RegionStatusWriter:
     def forget(self, name: str) -> None:
         self._written.pop(name, None)
 
-
-async def region_status_loop(rt: Runtime, writer: RegionStatusWriter) -> None:
-    while True:
-        try:
-            await writer.write_all(rt)
-        except Exception:
-            logger.exception("region status round failed")
-        await asyncio.sleep(rt.config.region_status_interval)
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.write_all()
+            except Exception:
+                logger.exception("region status round failed")
+            await asyncio.sleep(self.settings.region_status_interval)

@@ -13,14 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
-from tsunagu.controller.kube import Kube, is_not_found
+from tsunagu.controller.cluster.client import Kube, is_not_found
 from tsunagu.controller.packed import PackedDocuments
-from tsunagu.controller.status import ConditionUpdate, merge_conditions
+from tsunagu.controller.report.status import ConditionUpdate, merge_conditions
 
 logger = logging.getLogger(__name__)
-
-JobKey = tuple[str, str]
 
 # Patches in flight at once: the reports lane's connections, kept busy without queueing on them.
 FLUSH_BATCH = 32

@@ -1,0 +1,102 @@
+"""The hub's own objects, the ones no cluster owns: Regions, Datasets and the latency
+measurements between regions, with the latency matrix built from them.
+
+The matrix is rebuilt only when a Region or the measurements change (it judges staleness at the
+moment it is asked, not when it is built), and the decision loop, the latency-budget monitor and
+Region status all read the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tsunagu.api.parse import SpecError, parse_dataset, parse_region
+from tsunagu.api.types import DatasetSpec, JobKey, NodeInfo, PodUsage, RegionSpec
+from tsunagu.controller.cluster.view import ClusterView
+from tsunagu.placement.latency import DEFAULT_STALENESS_SECONDS, LatencyMatrix, Measurement
+from tsunagu.placement.snapshot import ClusterSnapshot
+
+logger = logging.getLogger(__name__)
+
+
+class Catalog:
+    def __init__(self, staleness_seconds: float = DEFAULT_STALENESS_SECONDS) -> None:
+        self.staleness_seconds = staleness_seconds
+        self.regions: dict[str, RegionSpec] = {}
+        self.datasets: dict[JobKey, DatasetSpec] = {}
+        self._measurements: tuple[Measurement, ...] = ()
+        self._matrix: LatencyMatrix | None = None
+
+    # --- regions ---------------------------------------------------------------------------
+    def upsert_region(self, body: Mapping[str, Any]) -> RegionSpec | None:
+        """Records a Region; one that does not parse is forgotten (and logged)."""
+        try:
+            region = parse_region(body)
+        except SpecError as error:
+            logger.warning("ignoring region: %s", error)
+            self.delete_region((body.get("metadata") or {}).get("name", ""))
+            return None
+        if self.regions.get(region.name) != region:
+            self.regions[region.name] = region
+            self._matrix = None
+        return region
+
+    def delete_region(self, name: str) -> None:
+        if self.regions.pop(name, None) is not None:
+            self._matrix = None
+
+    # --- datasets --------------------------------------------------------------------------
+    def upsert_dataset(self, body: Mapping[str, Any]) -> DatasetSpec:
+        """Records a Dataset; raises SpecError (and forgets it) when it does not parse."""
+        metadata = body.get("metadata") or {}
+        key = (metadata.get("namespace", "default"), metadata.get("name", ""))
+        try:
+            dataset = parse_dataset(body)
+        except SpecError:
+            self.datasets.pop(key, None)
+            raise
+        self.datasets[key] = dataset
+        return dataset
+
+    def delete_dataset(self, namespace: str, name: str) -> None:
+        self.datasets.pop((namespace, name), None)
+
+    def dataset(self, namespace: str, name: str | None) -> DatasetSpec | None:
+        return self.datasets.get((namespace, name)) if name else None
+
+    # --- latency ---------------------------------------------------------------------------
+    @property
+    def measurements(self) -> tuple[Measurement, ...]:
+        return self._measurements
+
+    @measurements.setter
+    def measurements(self, measurements: tuple[Measurement, ...]) -> None:
+        if measurements != self._measurements:
+            self._measurements = measurements
+            self._matrix = None
+
+    def latency(self) -> LatencyMatrix:
+        if self._matrix is None:
+            self._matrix = LatencyMatrix.build(
+                self.regions.values(), self._measurements, staleness_seconds=self.staleness_seconds
+            )
+        return self._matrix
+
+    # --- the engine's input ----------------------------------------------------------------
+    def snapshot(
+        self, clusters: Iterable[ClusterView], now: float, assumed: Iterable[PodUsage] = ()
+    ) -> ClusterSnapshot:
+        """An immutable snapshot of every region over the nodes and pods of `clusters`;
+        `assumed` pods count as bound although no watch has shown it yet."""
+        nodes: list[NodeInfo] = []
+        pods: list[PodUsage] = []
+        for view in clusters:
+            nodes.extend(view.nodes.values())
+            pods.extend(view.gpu_pods.values())
+        seen = {(p.namespace, p.name) for p in pods if p.node_name}
+        pods.extend(p for p in assumed if (p.namespace, p.name) not in seen)
+        return ClusterSnapshot.build(
+            self.regions.values(), nodes, pods, self.datasets.values(), self.latency(), now
+        )

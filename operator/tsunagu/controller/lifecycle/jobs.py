@@ -1,0 +1,296 @@
+"""The job state machine: keeps a TrainingJob's status true to its pods — Running, Finished,
+restarts within `backoffLimit`, gangs broken by a crash or a lost node — and puts jobs without
+pods in the queue (after a bind backoff, if one is running).
+
+It is level-triggered: `reconcile` looks at what exists now (the job, its pods, the nodes) and
+acts, so it is safe to call on any event, as often as needed, and after an operator restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from tsunagu.api.conditions import FINISHED, RUNNING, SCHEDULED, Reason
+from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
+from tsunagu.controller import metrics
+from tsunagu.controller.builders import build_service
+from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.cluster.view import JobPod
+from tsunagu.controller.jobs import JobTracker
+from tsunagu.controller.report.events import EventRecorder
+from tsunagu.controller.report.status import (
+    ConditionUpdate,
+    replica_counts,
+    starting_condition,
+    timestamp,
+)
+from tsunagu.controller.report.statusbook import StatusBook
+from tsunagu.controller.scheduling.assume import AssumeCache
+from tsunagu.controller.scheduling.inflight import InFlight
+from tsunagu.controller.scheduling.queue import SchedulingQueue
+from tsunagu.controller.tasks import TaskGroup
+
+logger = logging.getLogger(__name__)
+
+
+def is_true(condition: dict[str, Any] | None) -> bool:
+    return condition is not None and condition.get("status") == "True"
+
+
+# Pod events of one gang arrive in bursts (8 pods × created, bound, running): one look suffices.
+# A quarter second gathers a gang's pods coming up into one status write, not one per pod.
+RECONCILE_DELAY_SECONDS = 0.25
+# How long after binding a gang its pods may still be missing from the watch.
+WATCH_LAG_SECONDS = 30.0
+ALL_SUCCEEDED = "every replica succeeded"
+
+
+class JobLifecycle:
+    def __init__(
+        self,
+        *,
+        jobs: JobTracker,
+        cluster: ClusterConnection,
+        queue: SchedulingQueue,
+        statuses: StatusBook,
+        events: EventRecorder,
+        assumed: AssumeCache,
+        inflight: InFlight,
+        tasks: TaskGroup,
+    ) -> None:
+        self.jobs = jobs
+        self.cluster = cluster
+        self.queue = queue
+        self.statuses = statuses
+        self.events = events
+        self.assumed = assumed
+        self.inflight = inflight
+        self.tasks = tasks
+
+    def reconcile_soon(self, key: JobKey) -> None:
+        """Reconciles the job shortly, once for however many events arrive meanwhile."""
+        if key in self.jobs.dirty:
+            return
+        self.jobs.dirty.add(key)
+
+        async def later() -> None:
+            await asyncio.sleep(RECONCILE_DELAY_SECONDS)
+            self.jobs.dirty.discard(key)
+            await self.reconcile(key)
+
+        self.tasks.spawn(later(), name=f"reconcile {key[0]}/{key[1]}")
+
+    async def reconcile(self, key: JobKey) -> None:
+        async with self.jobs.lock(key):
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: JobKey) -> None:
+        tracked = self.jobs.get(key)
+        if tracked is None or key in self.inflight:
+            return
+        now = time.time()
+        generation = tracked.generation
+        job = tracked.spec
+        if job is None:
+            self.queue.remove(key)
+            self._report_invalid(key, generation, now, tracked.invalid or "invalid spec")
+            return
+        if is_true(self.statuses.condition(key, FINISHED)):
+            self.queue.remove(key)
+            return
+        pods = self.cluster.view.pods_of(key)
+        ours = {name: pod for name, pod in pods.items() if pod.owner_uid == tracked.uid}
+        if len(ours) < len(pods):
+            # Pods of an earlier job with the same name are still going away: wait for them.
+            return
+        if not ours:
+            self.jobs.teardown.discard(key)
+            await self._no_pods(job, generation, now)
+            return
+        if key in self.jobs.teardown or any(pod.deleting for pod in ours.values()):
+            return  # a rollback, restart or requeue is in progress; delete events call us again
+        self.queue.remove(key)
+        await self._with_pods(job, generation, now, list(ours.values()))
+
+    def _report_invalid(self, key: JobKey, generation: int, now: float, message: str) -> None:
+        previous = self.statuses.condition(key, SCHEDULED)
+        self.statuses.update(
+            key, generation, now,
+            conditions=[ConditionUpdate(SCHEDULED, False, str(Reason.InvalidSpec), message)],
+        )  # fmt: skip
+        if previous is None or previous.get("message") != message:
+            self.events.job_event(key, "Warning", str(Reason.InvalidSpec), message)
+
+    async def _no_pods(self, job: TrainingJobSpec, generation: int, now: float) -> None:
+        status = self.statuses.current(job.key)
+        if status.get("region"):
+            if self._events_still_coming(job.key):
+                return  # bound a moment ago: the watch has not shown its pods yet
+            # Placed before, but its pods are gone (deleted by someone, or never created).
+            await self.requeue(job, generation, now, "the job's pods disappeared", delete=False)
+            return
+        self._enqueue(job, now)
+
+    def _enqueue(self, job: TrainingJobSpec, now: float) -> None:
+        wait = self.jobs.not_before.get(job.key, 0.0) - now
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._enqueue_later, job.key)
+            return
+        self.jobs.not_before.pop(job.key, None)
+        self.queue.add(job)
+
+    def _enqueue_later(self, key: JobKey) -> None:
+        self.jobs.not_before.pop(key, None)
+        self.tasks.spawn(self.reconcile(key), name=f"requeue {key[0]}/{key[1]}")
+
+    async def _with_pods(
+        self, job: TrainingJobSpec, generation: int, now: float, pods: list[JobPod]
+    ) -> None:
+        status = self.statuses.current(job.key)
+        counts = replica_counts(
+            job.replicas,
+            running=sum(p.phase == "Running" for p in pods),
+            succeeded=sum(p.phase == "Succeeded" for p in pods),
+            failed=sum(p.phase == "Failed" for p in pods),
+        )
+        ranks = {p.rank for p in pods}
+        complete = ranks == set(range(job.replicas)) and len(pods) == job.replicas
+        bound = all(p.node_name for p in pods)
+        if counts["failedReplicas"]:
+            await self._restart_or_fail(job, generation, now, counts)
+        elif complete and counts["succeededReplicas"] == job.replicas:
+            self.statuses.update(
+                job.key, generation, now,
+                conditions=[
+                    ConditionUpdate(FINISHED, True, str(Reason.Succeeded), ALL_SUCCEEDED),
+                    ConditionUpdate(RUNNING, False, str(Reason.Succeeded), "the job has finished"),
+                ],
+                fields={**counts, "completionTime": status.get("completionTime") or timestamp(now)},
+            )  # fmt: skip
+            self.events.job_event(
+                job.key, "Normal", str(Reason.Succeeded), "every replica succeeded"
+            )
+        elif not complete or (job.placement.mode is PlacementMode.Bind and not bound):
+            if self._events_still_coming(job.key):
+                return
+            # Left half-made by a crash, or a pod was deleted: the gang is all-or-nothing.
+            await self.requeue(job, generation, now, "the gang was incomplete")
+        elif any(p.node_name and not self.cluster.view.node_alive(p.node_name) for p in pods):
+            await self.requeue(job, generation, now, "a node of the job's region was lost")
+        else:
+            await self._running(job, generation, now, pods, counts, bound)
+
+    def _events_still_coming(self, key: JobKey) -> bool:
+        bound_at = self.jobs.just_bound.get(key)
+        if bound_at is None:
+            return False
+        left = bound_at + WATCH_LAG_SECONDS - time.monotonic()
+        if left > 0:
+            # Look again when the grace ends, in case no further event arrives.
+            asyncio.get_running_loop().call_later(left, self.reconcile_soon, key)
+            return True
+        del self.jobs.just_bound[key]
+        return False
+
+    async def _running(
+        self,
+        job: TrainingJobSpec,
+        generation: int,
+        now: float,
+        pods: list[JobPod],
+        counts: dict[str, int],
+        bound: bool,
+    ) -> None:
+        status = self.statuses.current(job.key)
+        fields: dict[str, Any] = dict(counts)
+        conditions = []
+        if not status.get("region"):
+            # Bound before a crash, status never written: adopt the gang as it is. Its Service
+            # comes after the pods (see the binder) and may not have been made yet.
+            body = self.jobs.body(job.key)
+            if body is not None:
+                await self.cluster.client.create_service(build_service(job, body))
+            region = next((p.region for p in pods if p.region), None)
+            fields["region"] = region
+            conditions.append(
+                ConditionUpdate(
+                    SCHEDULED, True, str(Reason.Placed), f"adopted the gang in {region}"
+                )
+            )
+        if bound:
+            self.assumed.forget(job.key)
+            self.jobs.just_bound.pop(job.key, None)
+        if counts["runningReplicas"] == job.replicas:
+            conditions.append(
+                ConditionUpdate(RUNNING, True, str(Reason.PodsRunning), "every replica runs")
+            )
+            fields["startTime"] = status.get("startTime") or timestamp(now)
+            was_running = is_true(self.statuses.condition(job.key, RUNNING))
+        else:
+            conditions.append(starting_condition(job.replicas - counts["runningReplicas"]))
+            was_running = True
+        self.statuses.update(job.key, generation, now, conditions=conditions, fields=fields)
+        if not was_running:
+            self.events.job_event(job.key, "Normal", str(Reason.PodsRunning), "every replica runs")
+
+    async def _restart_or_fail(
+        self, job: TrainingJobSpec, generation: int, now: float, counts: dict[str, int]
+    ) -> None:
+        restarts = int(self.statuses.current(job.key).get("restarts") or 0)
+        if restarts < job.backoff_limit:
+            limit = job.backoff_limit
+            message = f"a replica failed; recreating the gang (restart {restarts + 1} of {limit})"
+            self.statuses.update(
+                job.key, generation, now,
+                conditions=[
+                    ConditionUpdate(SCHEDULED, False, str(Reason.Restarting), message),
+                    ConditionUpdate(RUNNING, False, str(Reason.Restarting), message),
+                ],
+                fields={**counts, "restarts": restarts + 1},
+                remove=("region",),
+            )  # fmt: skip
+            self.events.job_event(job.key, "Warning", str(Reason.Restarting), message)
+        else:
+            message = f"a replica failed and backoffLimit ({job.backoff_limit}) is reached"
+            self.statuses.update(
+                job.key, generation, now,
+                conditions=[
+                    ConditionUpdate(FINISHED, True, str(Reason.Failed), message),
+                    ConditionUpdate(RUNNING, False, str(Reason.Failed), message),
+                ],
+                fields={**counts, "completionTime": timestamp(now)},
+            )  # fmt: skip
+            self.events.job_event(job.key, "Warning", str(Reason.Failed), message)
+        await self._delete_gang(job, only_live=restarts >= job.backoff_limit)
+
+    async def requeue(
+        self, job: TrainingJobSpec, generation: int, now: float, why: str, delete: bool = True
+    ) -> None:
+        metrics.REQUEUES.labels(reason=why).inc()
+        message = f"requeued: {why}"
+        self.statuses.update(
+            job.key, generation, now,
+            conditions=[
+                ConditionUpdate(SCHEDULED, False, str(Reason.Requeued), message),
+                ConditionUpdate(RUNNING, False, str(Reason.Requeued), message),
+            ],
+            remove=("region", "startTime"),
+        )  # fmt: skip
+        self.events.job_event(job.key, "Warning", str(Reason.Requeued), message)
+        self.assumed.forget(job.key)
+        if delete:
+            await self._delete_gang(job)
+        else:
+            self._enqueue(job, now)
+
+    async def _delete_gang(self, job: TrainingJobSpec, only_live: bool = False) -> None:
+        self.jobs.teardown.add(job.key)
+        pods = self.cluster.view.pods_of(job.key).values()
+        targets = [p for p in pods if not (only_live and p.phase in ("Succeeded", "Failed"))]
+        await asyncio.gather(
+            *(self.cluster.client.delete_pod(job.namespace, p.name) for p in targets),
+            return_exceptions=True,
+        )

@@ -1,0 +1,147 @@
+"""The latency-budget monitor: LatencyBudgetMet for every placed job with a dataset, judged on
+the live RTT between the job's region and the nearest copy of its data; with
+`onLatencyBreach: Requeue` a breach longer than the tolerance sends the job back to the queue.
+It follows the latency source: every refresh (and the passing of time, which ages
+measurements out) is a new look."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+
+from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, Reason
+from tsunagu.api.types import BreachAction, TrainingJobSpec
+from tsunagu.controller.catalog import Catalog
+from tsunagu.controller.jobs import JobTracker
+from tsunagu.controller.lifecycle.jobs import JobLifecycle, is_true
+from tsunagu.controller.report.events import EventRecorder
+from tsunagu.controller.report.status import ConditionUpdate, timestamp
+from tsunagu.controller.report.statusbook import StatusBook
+from tsunagu.controller.scheduling.inflight import InFlight
+from tsunagu.controller.scheduling.queue import SchedulingQueue
+from tsunagu.controller.tasks import TaskGroup
+from tsunagu.placement.engine import EngineSettings, latency_budget_status
+from tsunagu.placement.latency import Measurement
+from tsunagu.sources.latency import LatencySource
+
+logger = logging.getLogger(__name__)
+
+
+class LatencyBudgetMonitor:
+    def __init__(
+        self,
+        *,
+        jobs: JobTracker,
+        catalog: Catalog,
+        statuses: StatusBook,
+        events: EventRecorder,
+        inflight: InFlight,
+        lifecycle: JobLifecycle,
+        engine: EngineSettings,
+    ) -> None:
+        self.jobs = jobs
+        self.catalog = catalog
+        self.statuses = statuses
+        self.events = events
+        self.inflight = inflight
+        self.lifecycle = lifecycle
+        self.engine = engine
+
+    async def check_all(self) -> None:
+        """One look at every placed job with a dataset."""
+        now = time.time()
+        matrix = self.catalog.latency()
+        for key in self.jobs:
+            region = self.statuses.current(key).get("region")
+            if not region or key in self.inflight:
+                continue
+            if is_true(self.statuses.condition(key, FINISHED)):
+                continue
+            tracked = self.jobs.get(key)
+            job = tracked.spec if tracked is not None else None
+            if tracked is None or job is None:
+                continue
+            dataset = self.catalog.dataset(job.namespace, job.dataset_ref)
+            if dataset is None:
+                continue
+            met, rtt = latency_budget_status(job, dataset, region, matrix, now, self.engine)
+            async with self.jobs.lock(key):
+                await self._verdict(job, tracked.generation, now, met, rtt)
+
+    async def follow(
+        self,
+        source: LatencySource,
+        queue: SchedulingQueue,
+        tasks: TaskGroup,
+        interval_seconds: float,
+    ) -> None:
+        """Takes every refresh of `source` into the catalog and looks again; also looks every
+        interval without one, since measurements age out when the source stops answering."""
+        last_update = time.monotonic()
+
+        async def update(measurements: tuple[Measurement, ...]) -> None:
+            nonlocal last_update
+            last_update = time.monotonic()
+            self.catalog.measurements = measurements
+            queue.wake()
+            await self.check_all()
+
+        async def ageing() -> None:
+            # While updates arrive, they run the check themselves.
+            while True:
+                await asyncio.sleep(interval_seconds)
+                if time.monotonic() - last_update >= interval_seconds:
+                    await self.check_all()
+                    queue.wake()
+
+        tasks.spawn(ageing(), name="latency ageing")
+        await source.poll(update, known_regions=lambda: set(self.catalog.regions))
+
+    async def _verdict(
+        self,
+        job: TrainingJobSpec,
+        generation: int,
+        now: float,
+        met: bool | None,
+        rtt: float | None,
+    ) -> None:
+        status = self.statuses.current(job.key)
+        latency = dict(status.get("latency") or {})
+        if rtt is not None:
+            latency["rttMs"] = round(rtt, 3)
+            latency["observedAt"] = timestamp(now)
+        if met is None:
+            condition = ConditionUpdate(
+                LATENCY_BUDGET_MET, None, str(Reason.LatencyUnknown), "no fresh RTT to the data"
+            )
+        elif met:
+            latency.pop("overBudgetSince", None)
+            condition = ConditionUpdate(
+                LATENCY_BUDGET_MET,
+                True,
+                str(Reason.WithinBudget),
+                f"RTT {rtt:.1f} ms within budget",
+            )
+        else:
+            since = latency.setdefault("overBudgetSince", timestamp(now))
+            condition = ConditionUpdate(
+                LATENCY_BUDGET_MET, False, str(Reason.OverBudget),
+                f"RTT {rtt:.1f} ms over budget since {since}",
+            )  # fmt: skip
+        previous = self.statuses.condition(job.key, LATENCY_BUDGET_MET)
+        self.statuses.update(
+            job.key, generation, now, conditions=[condition], fields={"latency": latency}
+        )
+        if previous is None or previous.get("reason") != condition.reason:
+            kind = "Warning" if met is False else "Normal"
+            self.events.job_event(job.key, kind, condition.reason, condition.message)
+        if met is False and job.placement.on_latency_breach is BreachAction.Requeue:
+            over_for = now - _parse_time(latency["overBudgetSince"])
+            if over_for >= job.placement.breach_tolerance_seconds:
+                await self.lifecycle.requeue(job, generation, now, "latency budget breached")
+
+
+def _parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

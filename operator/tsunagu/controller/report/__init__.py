@@ -1,0 +1,1 @@
+"""Reports: the status book, the writer that sends statuses and Events, Region status."""

@@ -1,0 +1,185 @@
+"""The gang binder: creates a placed job's pods, binds them (Bind mode) and makes its headless
+Service, all or nothing. If any pod cannot be created or bound, every pod this attempt created is
+deleted and the job is decided again after a backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from tsunagu.api.conditions import Reason
+from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
+from tsunagu.controller import metrics
+from tsunagu.controller.builders import build_pod, build_service, pod_name
+from tsunagu.controller.catalog import Catalog
+from tsunagu.controller.cluster.client import Conflict, Kube
+from tsunagu.controller.jobs import JobTracker
+from tsunagu.controller.report.events import EventRecorder
+from tsunagu.controller.report.status import (
+    placement_status,
+    replica_counts,
+    scheduled_condition,
+    starting_condition,
+)
+from tsunagu.controller.report.statusbook import StatusBook
+from tsunagu.controller.scheduling.assume import AssumeCache
+from tsunagu.controller.scheduling.inflight import InFlight
+from tsunagu.placement.engine import Decision
+
+logger = logging.getLogger(__name__)
+
+MAX_BIND_BACKOFF_SECONDS = 60.0
+ROLLBACK_WAIT_SECONDS = 60.0
+
+
+class GangBinder:
+    def __init__(
+        self,
+        *,
+        client: Kube,
+        catalog: Catalog,
+        jobs: JobTracker,
+        statuses: StatusBook,
+        events: EventRecorder,
+        assumed: AssumeCache,
+        inflight: InFlight,
+        concurrency: int,
+        on_bound: Callable[[JobKey], None],
+        on_rolled_back: Callable[[JobKey], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.catalog = catalog
+        self.jobs = jobs
+        self.statuses = statuses
+        self.events = events
+        self.assumed = assumed
+        self.inflight = inflight
+        self.slots = asyncio.Semaphore(concurrency)
+        # The lifecycle looks at the job after its gang is bound, or after it was rolled back.
+        self.on_bound = on_bound
+        self.on_rolled_back = on_rolled_back
+
+    async def bind(self, job: TrainingJobSpec, decision: Decision, decided_at: float) -> None:
+        started = time.perf_counter()
+        ours: list[str] = []
+        try:
+            async with self.slots:
+                await self._create_and_bind(job, decision, ours)
+        except Exception as error:
+            await self._roll_back(job, error, ours)
+            return
+        metrics.BIND_SECONDS.observe(time.perf_counter() - started)
+        self.jobs.bind_failures.pop(job.key, None)
+        self.jobs.just_bound[job.key] = time.monotonic()
+        self._report_placed(job, decision, decided_at)
+        self.inflight.discard(job.key)
+        # Soon, not now: by then the pods coming up are one status write, not one each.
+        self.on_bound(job.key)
+
+    async def _create_and_bind(
+        self, job: TrainingJobSpec, decision: Decision, ours: list[str]
+    ) -> None:
+        """Creates and binds the gang; `ours` collects the pods this attempt owns (for a
+        rollback)."""
+        body = self.jobs.body(job.key)
+        if body is None:
+            raise RuntimeError("the TrainingJob was deleted before its pods were created")
+        assert decision.region is not None
+        dataset = self.catalog.dataset(job.namespace, job.dataset_ref)
+        region = self.catalog.regions.get(decision.region)
+        selector = dict(region.node_selector) if region and region.node_selector else None
+        pods = [
+            build_pod(job, body, rank, decision.region, dataset, selector)
+            for rank in range(job.replicas)
+        ]
+        await _all(self._create_pod(pod, ours) for pod in pods)
+        if job.placement.mode is PlacementMode.Bind:
+            await _all(
+                self.client.bind_pod(job.namespace, pod_name(job.name, rank), node)
+                for rank, node in enumerate(decision.nodes)
+            )
+        # After the pods, not before: kube-controller-manager's endpoints controllers look
+        # through every pod of the namespace on each event of a pod the Service selects. Created
+        # now, the Service sees its rank-0 pod bound already; created first, it would also see it
+        # created and bound, two more looks through thousands of pods per gang during a burst.
+        await self.client.create_service(build_service(job, body))
+
+    async def _create_pod(self, pod: dict[str, Any], ours: list[str]) -> None:
+        name = pod["metadata"]["name"]
+        try:
+            await self.client.create_pod(pod)
+            ours.append(name)
+        except Conflict:
+            # A pod of this name exists: only ours, unbound, may be reused (e.g. after a crash).
+            existing = await self.client.call(
+                self.client.read_pod, pod["metadata"]["namespace"], pod["metadata"]["name"]
+            )
+            owner = pod["metadata"]["ownerReferences"][0]["uid"]
+            owners = [r.get("uid") for r in existing["metadata"].get("ownerReferences") or []]
+            if owner not in owners or existing["spec"].get("nodeName"):
+                raise RuntimeError(f"pod {name} exists already") from None
+            ours.append(name)
+
+    async def _roll_back(self, job: TrainingJobSpec, error: BaseException, ours: list[str]) -> None:
+        """Deletes the pods this attempt created (never a pod of someone else's with the same
+        name)."""
+        logger.warning("gang of %s/%s rolled back: %s", job.namespace, job.name, error)
+        metrics.BIND_FAILURES.inc()
+        failures = self.jobs.bind_failures.get(job.key, 0) + 1
+        self.jobs.bind_failures[job.key] = failures
+        self.jobs.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
+        await asyncio.gather(
+            *(self.client.delete_pod(job.namespace, name) for name in ours),
+            return_exceptions=True,
+        )
+        # The next attempt reuses the pod names: it must not start while the old pods exist.
+        await self._wait_until_gone(job.namespace, ours)
+        self.assumed.forget(job.key)
+        self.inflight.discard(job.key)
+        self.events.job_event(
+            job.key, "Warning", "BindFailed", f"gang rolled back, will retry: {error}"
+        )
+        await self.on_rolled_back(job.key)
+
+    async def _wait_until_gone(self, namespace: str, names: list[str]) -> None:
+        deadline = time.monotonic() + ROLLBACK_WAIT_SECONDS
+        remaining = list(names)
+        while remaining and time.monotonic() < deadline:
+            exists = await asyncio.gather(
+                *(self.client.call(self.client.pod_exists, namespace, name) for name in remaining),
+                return_exceptions=True,
+            )
+            remaining = [name for name, found in zip(remaining, exists, strict=True) if found]
+            if remaining:
+                await asyncio.sleep(0.5)
+
+    def _report_placed(self, job: TrainingJobSpec, decision: Decision, now: float) -> None:
+        condition = scheduled_condition(decision)
+        self.statuses.update(
+            job.key,
+            self.jobs.generation(job.key),
+            now,
+            conditions=[condition, starting_condition(job.replicas)],
+            fields={
+                "region": decision.region,
+                "placement": placement_status(decision, now),
+                **replica_counts(job.replicas),
+            },
+        )
+        region = decision.region or ""
+        metrics.PLACEMENTS.labels(region=region, outcome=str(Reason.Placed)).inc()
+        if decision.predicted_loss is not None:
+            metrics.PREDICTED_LOSS.labels(region=region).observe(decision.predicted_loss)
+        self.events.job_event(job.key, "Normal", str(Reason.Placed), condition.message)
+
+
+async def _all(calls: Iterable[Awaitable[Any]]) -> None:
+    """Like gather, but lets every call finish before raising the first error: a rollback must
+    know every pod that was created."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

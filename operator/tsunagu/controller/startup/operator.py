@@ -1,0 +1,195 @@
+"""The operator as one object: every part built from the settings with its dependencies named,
+started once the cluster has been listed, stopped together. Kopf's handlers reach it through
+`memo.operator`; nothing here knows Kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tsunagu.api.names import DATASETS, REGIONS, TRAINING_JOBS
+from tsunagu.api.parse import SpecError
+from tsunagu.api.types import JobKey
+from tsunagu.controller.catalog import Catalog
+from tsunagu.controller.cluster.client import Kube, Lane
+from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.jobs import JobTracker
+from tsunagu.controller.lifecycle.jobs import JobLifecycle
+from tsunagu.controller.lifecycle.latency_budget import LatencyBudgetMonitor
+from tsunagu.controller.report.events import EventRecorder
+from tsunagu.controller.report.regions import RegionStatusWriter
+from tsunagu.controller.report.statusbook import StatusBook
+from tsunagu.controller.report.writer import ReportWriter
+from tsunagu.controller.scheduling.assume import AssumeCache
+from tsunagu.controller.scheduling.binder import GangBinder
+from tsunagu.controller.scheduling.inflight import InFlight
+from tsunagu.controller.scheduling.queue import SchedulingQueue
+from tsunagu.controller.scheduling.scheduler import Scheduler
+from tsunagu.controller.settings import OperatorSettings
+from tsunagu.controller.tasks import TaskGroup
+from tsunagu.sources.latency import latency_source
+
+logger = logging.getLogger(__name__)
+
+FINAL_FLUSH_SECONDS = 10.0
+# Reads run in threads (the generated client blocks): the lists at start and the look for pods
+# still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
+# serialise the latter.
+READ_THREADS = 32
+
+
+def connect(settings: OperatorSettings) -> Kube:
+    """The client of the operator's own cluster. Writes are coroutines: gangs being bound keep
+    up to 8 requests each in flight, reports share a few connections (see `Lane`)."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="tsunagu-api")
+    )
+    return Kube(
+        pool_size=READ_THREADS + 1,  # and one for the pod watch
+        connections={
+            Lane.GANGS: max(32, settings.scheduling.bind_concurrency * 8),
+            Lane.REPORTS: 16,
+        },
+    )
+
+
+class Operator:
+    def __init__(self, settings: OperatorSettings, client: Kube) -> None:
+        self.settings = settings
+        engine = settings.scheduling.engine()
+        self.tasks = TaskGroup()
+        self.catalog = Catalog(staleness_seconds=settings.latency.staleness_seconds)
+        self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
+        self.clusters = (self.cluster,)
+        self.queue = SchedulingQueue()
+        self.assumed = AssumeCache()
+        self.inflight = InFlight()
+        self.statuses = StatusBook(client)
+        self.reports = ReportWriter(
+            self.statuses, client, gangs_idle=self.inflight.idle,
+            max_hold=settings.reporting.hold_seconds,
+        )  # fmt: skip
+        self.jobs = JobTracker(also_forget=(self.queue, self.assumed, self.statuses))
+        self.events = EventRecorder(self.reports, self.jobs)
+        self.lifecycle = JobLifecycle(
+            jobs=self.jobs, cluster=self.cluster, queue=self.queue, statuses=self.statuses,
+            events=self.events, assumed=self.assumed, inflight=self.inflight, tasks=self.tasks,
+        )  # fmt: skip
+        self.binder = GangBinder(
+            client=client, catalog=self.catalog, jobs=self.jobs, statuses=self.statuses,
+            events=self.events, assumed=self.assumed, inflight=self.inflight,
+            concurrency=settings.scheduling.bind_concurrency,
+            on_bound=self.lifecycle.reconcile_soon, on_rolled_back=self.lifecycle.reconcile,
+        )  # fmt: skip
+        self.scheduler = Scheduler(
+            queue=self.queue, catalog=self.catalog, clusters=self.clusters,
+            assumed=self.assumed, inflight=self.inflight, jobs=self.jobs,
+            statuses=self.statuses, events=self.events, binder=self.binder, tasks=self.tasks,
+            engine=engine, retry_interval=settings.scheduling.retry_interval,
+        )  # fmt: skip
+        self.budgets = LatencyBudgetMonitor(
+            jobs=self.jobs, catalog=self.catalog, statuses=self.statuses, events=self.events,
+            inflight=self.inflight, lifecycle=self.lifecycle, engine=engine,
+        )  # fmt: skip
+        self.region_status = RegionStatusWriter(self.catalog, self.clusters, settings.reporting)
+
+    # --- start and stop --------------------------------------------------------------------
+    async def list_everything(self) -> None:
+        """Lists everything once so the first decisions see the whole cluster, not a partial
+        watch."""
+        client = self.cluster.client
+        await _list_each(client, REGIONS, self.catalog.upsert_region)
+        await _list_each(client, DATASETS, self._prime_dataset)
+        await self.cluster.prime()
+        await _list_each(client, TRAINING_JOBS, self._prime_job)
+
+    async def start(self) -> None:
+        """Starts the loops and looks at every job (after `list_everything`)."""
+        self.tasks.spawn(self.cluster.pod_watch().run(), name="pod watch")
+        self.tasks.spawn(self.scheduler.run(), name="decision loop")
+        self.tasks.spawn(self.region_status.run(), name="region status")
+        self.tasks.spawn(self.reports.run(), name="reports")
+        source = latency_source(self.settings.latency)
+        if source is not None:
+            self.tasks.spawn(
+                self.budgets.follow(
+                    source, self.queue, self.tasks, self.settings.latency.interval_seconds
+                ),
+                name="latency",
+            )
+        for key in self.jobs:
+            await self.lifecycle.reconcile(key)
+
+    async def stop(self) -> None:
+        await self.tasks.cancel_all()
+        try:  # what was held back for gangs still goes out, unless the API server does not answer
+            await asyncio.wait_for(self.reports.flush(), timeout=FINAL_FLUSH_SECONDS)
+        except Exception as error:
+            logger.warning("statuses or Events not written at shutdown: %s", error)
+        for cluster in self.clusters:
+            await cluster.close()
+
+    def _prime_dataset(self, dataset: dict[str, Any]) -> None:
+        try:
+            self.catalog.upsert_dataset(dataset)
+        except SpecError as error:
+            logger.warning("ignoring dataset: %s", error)
+
+    def _prime_job(self, job: dict[str, Any]) -> None:
+        metadata = job["metadata"]
+        namespaces = self.settings.namespaces
+        if namespaces and metadata["namespace"] not in namespaces:
+            return
+        self.statuses.seed((metadata["namespace"], metadata["name"]), job.get("status"))
+        self.jobs.observe(job)
+
+    # --- what the watches report -----------------------------------------------------------
+    def pods_changed(self, jobs: set[JobKey], released: bool) -> None:
+        """GPUs came free: pending jobs deserve another look; pods changed: so do their jobs."""
+        if released:
+            self.queue.wake()
+        for key in jobs:
+            if key in self.jobs:
+                self.lifecycle.reconcile_soon(key)
+
+    async def node_changed(self, node: str) -> None:
+        """A node lost or cordoned may leave a gang on a dead node: let the lifecycle look."""
+        self.queue.wake()
+        if self.cluster.view.node_alive(node):
+            return
+        for key, pods in list(self.cluster.view.job_pods.items()):
+            if any(pod.node_name == node for pod in pods.values()):
+                await self.lifecycle.reconcile(key)
+
+    async def job_changed(self, body: Mapping[str, Any]) -> None:
+        metadata = body["metadata"]
+        key = (metadata["namespace"], metadata["name"])
+        previous, current = self.jobs.observe(body)
+        same_object = previous is not None and previous.uid == current.uid
+        if previous is not None and not same_object:
+            self.statuses.forget(key)  # same name, new object
+        self.statuses.seed(key, body.get("status"))
+        if same_object and previous is not None and previous.generation == current.generation:
+            # Most often the echo of our own status write: looking at once would write the next
+            # step of a gang coming up right away, one patch per pod instead of one per gang.
+            self.lifecycle.reconcile_soon(key)
+        else:
+            await self.lifecycle.reconcile(key)
+
+    def job_deleted(self, key: JobKey) -> None:
+        self.jobs.forget(key)
+        self.queue.wake()  # its GPUs come free as the garbage collector deletes its pods
+
+
+async def _list_each(client: Kube, kind: str, record: Callable[[dict[str, Any]], object]) -> None:
+    token = None
+    while True:
+        page = await client.call(client.list_page, kind, token)
+        for item in page.items:
+            record(item)
+        token = page.next_token
+        if token is None:
+            return
