@@ -10,7 +10,7 @@ from tsunagu.api.types import DeclaredLink, LinkKind, RegionSpec, ResidencyMode
 from tsunagu.placement.engine import decide
 from tsunagu.placement.throughput import reference_loss
 from tsunagu.sim import optimal
-from tsunagu.sim.metrics import summarize
+from tsunagu.sim.statistics import summarize
 from tsunagu.sim.policies import (
     AssignedPolicy,
     HomeOnlyPolicy,

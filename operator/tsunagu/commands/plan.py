@@ -13,10 +13,9 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
-import yaml
-
+from tsunagu.api.documents import DocumentError, display_name, read_documents
 from tsunagu.api.names import API_VERSION
 from tsunagu.api.parse import (
     SpecError,
@@ -31,11 +30,11 @@ from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec, Train
 from tsunagu.placement.engine import Candidate, Decision, plan_batch
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.snapshot import ClusterSnapshot
+from tsunagu.placement.wire import decision_numbers
 
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 1
 EXIT_BAD_INPUT = 2
-STDIN_NAME = "-"
 LIST_KINDS = frozenset({"List", "NodeList", "PodList", "RegionList", "DatasetList"})
 
 
@@ -117,25 +116,12 @@ def _fail(message: str) -> None:
 # Reading ---------------------------------------------------------------------------------
 
 
-def _open(path: str) -> TextIO:
-    if path == STDIN_NAME:
-        return sys.stdin
-    try:
-        return open(path, encoding="utf-8")  # closed by _documents
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
-
-
 def _documents(path: str) -> Iterator[tuple[str, object]]:
     """(description, object) for every object of every document; List kinds are flattened."""
-    name = "<stdin>" if path == STDIN_NAME else path
-    stream = _open(path)
-    number = 0
+    name = display_name(path)
     try:
-        for number, document in enumerate(yaml.safe_load_all(stream), start=1):
+        for number, document in read_documents(path):
             where = f"{name} document {number}"
-            if document is None:
-                continue
             if isinstance(document, dict) and document.get("kind") in LIST_KINDS:
                 items = document.get("items")
                 if not isinstance(items, list):
@@ -144,16 +130,8 @@ def _documents(path: str) -> Iterator[tuple[str, object]]:
                     yield f"{where} item {index + 1}", item
             else:
                 yield where, document
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise InputError(f"{name} document {number + 1}: not valid YAML: {problem}{at}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: not UTF-8 text") from None
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
+    except DocumentError as error:
+        raise InputError(str(error)) from None
 
 
 def _add_object(inputs: _Inputs, where: str, obj: object) -> None:
@@ -227,29 +205,24 @@ def _plan(inputs: _Inputs) -> tuple[Decision, ...]:
 # Output ----------------------------------------------------------------------------------
 
 
-def _rounded(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
 def _decision_json(decision: Decision) -> dict[str, Any]:
     namespace, name = decision.job
+    numbers = decision_numbers(decision.rtt_ms, decision.predicted_loss)
+    del numbers["score"]  # the contract gives a score per candidate only
     return {
         "namespace": namespace,
         "name": name,
         "placed": decision.placed,
         "region": decision.region,
         "reason": str(decision.reason),
-        "rttMs": _rounded(decision.rtt_ms, 3),
-        "predictedThroughputLoss": _rounded(decision.predicted_loss, 6),
+        **numbers,
         "nodes": list(decision.nodes),
         "candidates": [
             {
                 "region": candidate.region,
                 "feasible": candidate.feasible,
                 "reason": str(candidate.reason),
-                "rttMs": _rounded(candidate.rtt_ms, 3),
-                "predictedThroughputLoss": _rounded(candidate.predicted_loss, 6),
-                "score": _rounded(candidate.score, 6),
+                **decision_numbers(candidate.rtt_ms, candidate.predicted_loss, candidate.score),
             }
             for candidate in decision.candidates
         ],

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tsunagu.sim.metrics import PolicySummary
+from tsunagu.sim.statistics import PolicySummary
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,9 @@ Errors name the file and the field: `topo.yaml: regions[2].gpuHourPrice: must be
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tsunagu.api.documents import DocumentError, read_documents
 from tsunagu.api.names import GPU_PRODUCT_LABEL, GPU_RESOURCE, REGION_LABEL
 from tsunagu.api.parse import SpecError, parse_node, parse_region
 from tsunagu.api.types import DeclaredLink, LinkKind, NodeInfo, RegionSpec
@@ -65,15 +63,10 @@ def load_topology(path: str) -> Topology:
 
 def _read_documents(path: str) -> list[Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise SimInputError(path, "", f"cannot read: {error.strerror or error}") from None
-    try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise SimInputError(path, where, "not valid YAML") from None
+        documents = [document for _, document in read_documents(path)]
+    except DocumentError as error:
+        where = f"line {error.line}" if error.line is not None else ""
+        raise SimInputError(path, where, error.problem) from None
     if not documents:
         raise SimInputError(path, "", "holds no topology (no documents)")
     return documents

@@ -11,6 +11,7 @@ from typing import Any
 from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, RUNNING, SCHEDULED, Reason
 from tsunagu.placement.engine import MAX_ALTERNATIVES, Candidate, Decision
 from tsunagu.placement.snapshot import RegionCapacity
+from tsunagu.placement.wire import known_numbers
 
 MAX_MESSAGE = 1024
 
@@ -65,21 +66,13 @@ def _condition_order(condition: Mapping[str, Any]) -> tuple[int, str]:
     return (order.index(kind) if kind in order else len(order), kind)
 
 
-def _rounded(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
 def alternative_entry(candidate: Candidate) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "region": candidate.region,
         "verdict": "Feasible" if candidate.feasible else "Rejected",
         "reason": str(candidate.reason),  # the engine's Reason enum, written as plain JSON
     }
-    if candidate.rtt_ms is not None:
-        entry["rttMs"] = _rounded(candidate.rtt_ms, 3)
-    if candidate.predicted_loss is not None:
-        entry["predictedThroughputLoss"] = _rounded(candidate.predicted_loss, 4)
-    return entry
+    return entry | known_numbers(candidate.rtt_ms, candidate.predicted_loss)
 
 
 def placement_status(decision: Decision, now: float) -> dict[str, Any]:
@@ -89,13 +82,7 @@ def placement_status(decision: Decision, now: float) -> dict[str, Any]:
     }
     if decision.region is not None:
         placement["region"] = decision.region
-    if decision.rtt_ms is not None:
-        placement["rttMs"] = _rounded(decision.rtt_ms, 3)
-    if decision.predicted_loss is not None:
-        placement["predictedThroughputLoss"] = _rounded(decision.predicted_loss, 4)
-    if decision.score is not None:
-        placement["score"] = _rounded(decision.score, 4)
-    return placement
+    return placement | known_numbers(decision.rtt_ms, decision.predicted_loss, decision.score)
 
 
 def explain(decision: Decision) -> str:
