@@ -10,7 +10,6 @@ from tsunagu.api.types import DeclaredLink, LinkKind, RegionSpec, ResidencyMode
 from tsunagu.placement.engine import decide
 from tsunagu.placement.throughput import reference_loss
 from tsunagu.sim import optimal
-from tsunagu.sim.statistics import summarize
 from tsunagu.sim.policies import (
     AssignedPolicy,
     HomeOnlyPolicy,
@@ -21,6 +20,7 @@ from tsunagu.sim.policies import (
     standard_policies,
 )
 from tsunagu.sim.simulator import Run, SimulationResult, simulate
+from tsunagu.sim.statistics import summarize
 from tsunagu.sim.topology import Topology, make_node, small
 from tsunagu.sim.trace import Trace, TraceParameters, generate, make_dataset, make_job
 

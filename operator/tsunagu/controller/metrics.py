@@ -46,3 +46,8 @@ REPORT_FAILURES = Counter(
     "Status writes (retried) and Events (dropped) the API server refused, by kind.",
     ["kind"],
 )
+INTERNAL_ERRORS = Counter(
+    "tsunagu_internal_errors_total",
+    "Unexpected errors handling one job or region, by loop; the loop went on with the others.",
+    ["loop"],
+)

@@ -9,10 +9,10 @@ from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.sim import optimal
 from tsunagu.sim import topology as builtin
 from tsunagu.sim.errors import SimInputError
-from tsunagu.sim.statistics import PolicySummary, summarize
 from tsunagu.sim.policies import standard_policies
 from tsunagu.sim.report import document, table
 from tsunagu.sim.simulator import SimulationResult, latency_of, simulate
+from tsunagu.sim.statistics import PolicySummary, summarize
 from tsunagu.sim.topology import Topology
 from tsunagu.sim.topology_file import load_topology
 from tsunagu.sim.trace import Trace, TraceParameters, generate

@@ -14,8 +14,8 @@ from typing import Any
 
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.throughput import REFERENCE_LOSS, REFERENCE_RTT_MS, reference_loss
-from tsunagu.sim.statistics import gpu_use_by_region
 from tsunagu.sim.simulator import SimulationResult
+from tsunagu.sim.statistics import gpu_use_by_region
 from tsunagu.sim.topology import Topology
 
 _HIGHLIGHT = "tsunagu"

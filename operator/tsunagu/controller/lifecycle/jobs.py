@@ -85,7 +85,12 @@ class JobLifecycle:
 
     async def reconcile(self, key: JobKey) -> None:
         async with self.jobs.lock(key):
-            await self._reconcile(key)
+            try:
+                await self._reconcile(key)
+            except Exception:
+                # Counted and logged with the job's key; its next event or timer looks again.
+                metrics.INTERNAL_ERRORS.labels(loop="lifecycle").inc()
+                logger.exception("reconciling %s/%s failed", *key)
 
     async def _reconcile(self, key: JobKey) -> None:
         tracked = self.jobs.get(key)

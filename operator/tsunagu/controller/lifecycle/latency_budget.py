@@ -12,7 +12,8 @@ import time
 from datetime import datetime
 
 from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, Reason
-from tsunagu.api.types import BreachAction, TrainingJobSpec
+from tsunagu.api.types import BreachAction, JobKey, TrainingJobSpec
+from tsunagu.controller import metrics
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.lifecycle.jobs import JobLifecycle, is_true
@@ -23,7 +24,7 @@ from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.tasks import TaskGroup
 from tsunagu.placement.engine import EngineSettings, latency_budget_status
-from tsunagu.placement.latency import Measurement
+from tsunagu.placement.latency import LatencyMatrix, Measurement
 from tsunagu.sources.latency import LatencySource
 
 logger = logging.getLogger(__name__)
@@ -54,21 +55,30 @@ class LatencyBudgetMonitor:
         now = time.time()
         matrix = self.catalog.latency()
         for key in self.jobs:
-            region = self.statuses.current(key).get("region")
-            if not region or key in self.inflight:
-                continue
-            if is_true(self.statuses.condition(key, FINISHED)):
-                continue
-            tracked = self.jobs.get(key)
-            job = tracked.spec if tracked is not None else None
-            if tracked is None or job is None:
-                continue
-            dataset = self.catalog.dataset(job.namespace, job.dataset_ref)
-            if dataset is None:
-                continue
-            met, rtt = latency_budget_status(job, dataset, region, matrix, now, self.engine)
-            async with self.jobs.lock(key):
-                await self._verdict(job, tracked.generation, now, met, rtt)
+            try:
+                await self._check(key, matrix, now)
+            except Exception:
+                # One job's state (a Region deleted under it, say) must not end the checks of
+                # every job after it.
+                metrics.INTERNAL_ERRORS.labels(loop="latency-budget").inc()
+                logger.exception("latency budget of %s/%s not checked; going on", *key)
+
+    async def _check(self, key: JobKey, matrix: LatencyMatrix, now: float) -> None:
+        region = self.statuses.current(key).get("region")
+        if not region or key in self.inflight:
+            return
+        if is_true(self.statuses.condition(key, FINISHED)):
+            return
+        tracked = self.jobs.get(key)
+        job = tracked.spec if tracked is not None else None
+        if tracked is None or job is None:
+            return
+        dataset = self.catalog.dataset(job.namespace, job.dataset_ref)
+        if dataset is None:
+            return
+        met, rtt = latency_budget_status(job, dataset, region, matrix, now, self.engine)
+        async with self.jobs.lock(key):
+            await self._verdict(job, tracked.generation, now, met, rtt)
 
     async def follow(
         self,

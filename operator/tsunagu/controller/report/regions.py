@@ -9,12 +9,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from tsunagu.controller import metrics
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.connection import ClusterConnection
 from tsunagu.controller.report.status import region_status_fields, timestamp
 from tsunagu.controller.report.statusbook import merge_patch
 from tsunagu.controller.settings import ReportingSettings
 from tsunagu.placement.latency import LatencyMatrix
+from tsunagu.placement.snapshot import ClusterSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -65,24 +67,39 @@ class RegionStatusWriter:
         snapshot = self.catalog.snapshot((c.view for c in self.clusters), now)
         matrix = self.catalog.latency()
         names = sorted(self.catalog.regions)
-        client = self.clusters[0].client  # Regions live in the operator's own cluster
         for name in names:
-            if not snapshot.has_region(name):
-                continue
-            old = self._written.get(name, {})
-            new = dict(region_status_fields(snapshot.capacity(name)))
-            links = measured_links(matrix, names, name, now)
-            old_links = old.get("links", [])
-            threshold = self.settings.link_change_threshold_ms
-            new["links"] = links if links_moved(old_links, links, threshold) else old_links
-            patch = merge_patch(old, new)
-            if not patch:
-                continue
             try:
-                await client.patch_region_status(name, patch)
-                self._written[name] = new
-            except Exception as error:  # the region may be gone; try again next round
-                logger.debug("region %s status not written: %s", name, error)
+                await self._write(name, snapshot, matrix, names, now)
+            except Exception:
+                # One region the operator cannot describe must not leave the others stale.
+                metrics.INTERNAL_ERRORS.labels(loop="region-status").inc()
+                logger.exception("status of region %s not computed; going on", name)
+
+    async def _write(
+        self,
+        name: str,
+        snapshot: ClusterSnapshot,
+        matrix: LatencyMatrix,
+        names: Sequence[str],
+        now: float,
+    ) -> None:
+        if not snapshot.has_region(name):
+            return
+        old = self._written.get(name, {})
+        new = dict(region_status_fields(snapshot.capacity(name)))
+        links = measured_links(matrix, names, name, now)
+        old_links = old.get("links", [])
+        threshold = self.settings.link_change_threshold_ms
+        new["links"] = links if links_moved(old_links, links, threshold) else old_links
+        patch = merge_patch(old, new)
+        if not patch:
+            return
+        client = self.clusters[0].client  # Regions live in the operator's own cluster
+        try:
+            await client.patch_region_status(name, patch)
+            self._written[name] = new
+        except Exception as error:  # the region may be gone; try again next round
+            logger.debug("region %s status not written: %s", name, error)
 
     def forget(self, name: str) -> None:
         self._written.pop(name, None)

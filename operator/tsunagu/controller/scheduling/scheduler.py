@@ -25,6 +25,7 @@ from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.tasks import TaskGroup
 from tsunagu.placement.engine import Decision, EngineSettings, allocations_of, decide
+from tsunagu.placement.snapshot import ClusterSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -82,22 +83,34 @@ class Scheduler:
         for job in jobs:
             if job.key not in self.queue:  # deleted while we were deciding others
                 continue
-            started = time.perf_counter()
-            decision = decide(job, snapshot, self.engine)
-            metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
-            if decision.placed:
-                snapshot = snapshot.with_allocations(allocations_of(decision, job))
-                self.queue.remove(job.key)
-                self.inflight.add(job.key)
-                self.assumed.assume(job.key, _assumed_pods(job, decision))
-                self.tasks.spawn(
-                    self.binder.bind(job, decision, now), name=f"bind {job.namespace}/{job.name}"
-                )
-            elif self._verdict_changed(job.key, decision):
-                self._report_unplaced(job, decision, now)
+            try:
+                snapshot = self._decide_one(job, snapshot, now)
+            except Exception:
+                # One job the engine cannot handle must not keep the others waiting.
+                metrics.INTERNAL_ERRORS.labels(loop="decision").inc()
+                logger.exception("deciding %s/%s failed; going on", job.namespace, job.name)
             # One decision is ~1 ms; yielding keeps watch events flowing during a long backlog.
             await asyncio.sleep(0)
         metrics.QUEUE_LENGTH.set(len(self.queue))
+
+    def _decide_one(
+        self, job: TrainingJobSpec, snapshot: ClusterSnapshot, now: float
+    ) -> ClusterSnapshot:
+        """Decides one job; returns the snapshot the next job is decided against."""
+        started = time.perf_counter()
+        decision = decide(job, snapshot, self.engine)
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        if decision.placed:
+            self.queue.remove(job.key)
+            self.inflight.add(job.key)
+            self.assumed.assume(job.key, _assumed_pods(job, decision))
+            self.tasks.spawn(
+                self.binder.bind(job, decision, now), name=f"bind {job.namespace}/{job.name}"
+            )
+            return snapshot.with_allocations(allocations_of(decision, job))
+        if self._verdict_changed(job.key, decision):
+            self._report_unplaced(job, decision, now)
+        return snapshot
 
     def _verdict_changed(self, key: JobKey, decision: Decision) -> bool:
         """False when status already says exactly this: most retries of a backlog change
