@@ -128,12 +128,9 @@ class LatencyBudgetMonitor:
             )
         elif met:
             latency.pop("overBudgetSince", None)
-            condition = ConditionUpdate(
-                LATENCY_BUDGET_MET,
-                True,
-                str(Reason.WithinBudget),
-                f"RTT {rtt:.1f} ms within budget",
-            )
+            # Without an RTT budget any RTT is within it, even an unknown one.
+            message = "no RTT budget" if rtt is None else f"RTT {rtt:.1f} ms within budget"
+            condition = ConditionUpdate(LATENCY_BUDGET_MET, True, str(Reason.WithinBudget), message)
         else:
             since = latency.setdefault("overBudgetSince", timestamp(now))
             condition = ConditionUpdate(
