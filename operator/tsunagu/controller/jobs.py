@@ -69,6 +69,12 @@ class JobTracker:
         self.just_bound: dict[JobKey, float] = {}
         # Jobs with a reconcile already scheduled.
         self.dirty: set[JobKey] = set()
+        # Jobs whose pods or Service the API server refused (a 4xx that is an answer, not a
+        # hiccup) → the generation refused: nothing is tried again until the spec changes.
+        self.refused: dict[JobKey, int] = {}
+        # Pods that carry a job's label but are not its own (no controller ownerReference with
+        # its uid), as last reported in an Event: reported once, otherwise ignored.
+        self.strangers: dict[JobKey, frozenset[str]] = {}
         # One reconcile at a time per job: two watch events must not both act on one failure.
         # Weak: a lock lives while a reconcile holds or awaits it, not once per job for ever.
         self._locks: weakref.WeakValueDictionary[JobKey, asyncio.Lock] = (
@@ -132,5 +138,7 @@ class JobTracker:
         self.bind_failures.pop(key, None)
         self.teardown.discard(key)
         self.just_bound.pop(key, None)
+        self.refused.pop(key, None)
+        self.strangers.pop(key, None)
         for other in self._also_forget:
             other.forget(key)

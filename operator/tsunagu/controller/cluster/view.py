@@ -27,15 +27,18 @@ class JobPod:
     node_name: str | None
     phase: str
     deleting: bool
+    # The controller ownerReference: only a TrainingJob's own uid makes the pod one of its gang.
     owner_uid: str | None
     region: str | None
+    owner_kind: str | None = None
 
 
-def _owner_uid(metadata: Mapping[str, Any]) -> str | None:
+def _controller(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(kind, uid) of the controller ownerReference, or (None, None)."""
     for reference in metadata.get("ownerReferences") or []:
         if reference.get("controller"):
-            return str(reference.get("uid"))
-    return None
+            return reference.get("kind"), str(reference.get("uid"))
+    return None, None
 
 
 def _is_ready(node: Mapping[str, Any]) -> bool:
@@ -55,14 +58,16 @@ def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
         rank = int(labels.get(RANK_LABEL, "-1"))
     except ValueError:
         rank = -1
+    owner_kind, owner_uid = _controller(metadata)
     pod = JobPod(
         name=metadata["name"],
         rank=rank,
         node_name=(body.get("spec") or {}).get("nodeName"),
         phase=(body.get("status") or {}).get("phase") or "Pending",
         deleting=bool(metadata.get("deletionTimestamp")),
-        owner_uid=_owner_uid(metadata),
+        owner_uid=owner_uid,
         region=labels.get("tsunagu.io/region"),
+        owner_kind=owner_kind,
     )
     return (metadata.get("namespace", "default"), job_name), pod
 

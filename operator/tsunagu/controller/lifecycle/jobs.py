@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from tsunagu.api.conditions import FINISHED, RUNNING, SCHEDULED, Reason
+from tsunagu.api.names import TRAINING_JOB_KIND
 from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import build_service
@@ -108,9 +109,10 @@ class JobLifecycle:
             return
         pods = self.cluster.view.pods_of(key)
         ours = {name: pod for name, pod in pods.items() if pod.owner_uid == tracked.uid}
-        if len(ours) < len(pods):
+        if any(_of_an_earlier_job(pod, tracked.uid) for pod in pods.values()):
             # Pods of an earlier job with the same name are still going away: wait for them.
             return
+        self._report_strangers(key, {n for n, p in pods.items() if _stranger(p)})
         if not ours:
             self.jobs.teardown.discard(key)
             await self._no_pods(job, generation, now)
@@ -119,6 +121,20 @@ class JobLifecycle:
             return  # a rollback, restart or requeue is in progress; delete events call us again
         self.queue.remove(key)
         await self._with_pods(job, generation, now, list(ours.values()))
+
+    def _report_strangers(self, key: JobKey, names: set[str]) -> None:
+        """Pods with the job's label that are not its own are ignored: said once, in an Event."""
+        if not names:
+            self.jobs.strangers.pop(key, None)
+            return
+        if self.jobs.strangers.get(key) == frozenset(names):
+            return
+        self.jobs.strangers[key] = frozenset(names)
+        listed = ", ".join(sorted(names)[:10])
+        self.events.job_event(
+            key, "Warning", "ForeignPods",
+            f"ignoring pods labelled as this job's that it does not own: {listed}",
+        )  # fmt: skip
 
     def _report_invalid(self, key: JobKey, generation: int, now: float, message: str) -> None:
         previous = self.statuses.condition(key, SCHEDULED)
@@ -140,6 +156,9 @@ class JobLifecycle:
         self._enqueue(job, now)
 
     def _enqueue(self, job: TrainingJobSpec, now: float) -> None:
+        if self.jobs.refused.get(job.key) == self.jobs.generation(job.key):
+            return  # the API server refused this spec: it waits for an edit
+        self.jobs.refused.pop(job.key, None)
         wait = self.jobs.not_before.get(job.key, 0.0) - now
         if wait > 0:
             asyncio.get_running_loop().call_later(wait, self._enqueue_later, job.key)
@@ -293,9 +312,21 @@ class JobLifecycle:
 
     async def _delete_gang(self, job: TrainingJobSpec, only_live: bool = False) -> None:
         self.jobs.teardown.add(job.key)
-        pods = self.cluster.view.pods_of(job.key).values()
+        tracked = self.jobs.get(job.key)
+        uid = tracked.uid if tracked is not None else None
+        # Only the job's own pods: one that merely carries its label is someone else's.
+        pods = [p for p in self.cluster.view.pods_of(job.key).values() if p.owner_uid == uid]
         targets = [p for p in pods if not (only_live and p.phase in ("Succeeded", "Failed"))]
         await asyncio.gather(
             *(self.cluster.client.delete_pod(job.namespace, p.name) for p in targets),
             return_exceptions=True,
         )
+
+
+def _stranger(pod: JobPod) -> bool:
+    """Not made by any TrainingJob: by hand, or by another controller."""
+    return pod.owner_kind != TRAINING_JOB_KIND
+
+
+def _of_an_earlier_job(pod: JobPod, uid: str | None) -> bool:
+    return pod.owner_kind == TRAINING_JOB_KIND and pod.owner_uid != uid

@@ -5,12 +5,15 @@ deleted and the job is decided again after a backoff."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from tsunagu.api.conditions import Reason
+from kubernetes.client.exceptions import ApiException
+
+from tsunagu.api.conditions import SCHEDULED, Reason
 from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import build_pod, build_service, pod_name
@@ -19,6 +22,7 @@ from tsunagu.controller.cluster.client import Conflict, Kube
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.status import (
+    ConditionUpdate,
     placement_status,
     replica_counts,
     scheduled_condition,
@@ -125,9 +129,11 @@ class GangBinder:
 
     async def _roll_back(self, job: TrainingJobSpec, error: BaseException, ours: list[str]) -> None:
         """Deletes the pods this attempt created (never a pod of someone else's with the same
-        name)."""
+        name). A refusal of the API server is the answer to this spec: the job waits for an
+        edit; anything else is tried again after a backoff."""
         logger.warning("gang of %s/%s rolled back: %s", job.namespace, job.name, error)
         metrics.BIND_FAILURES.inc()
+        refusal = refusal_message(error)
         failures = self.jobs.bind_failures.get(job.key, 0) + 1
         self.jobs.bind_failures[job.key] = failures
         self.jobs.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
@@ -139,10 +145,26 @@ class GangBinder:
         await self._wait_until_gone(job.namespace, ours)
         self.assumed.forget(job.key)
         self.inflight.discard(job.key)
-        self.events.job_event(
-            job.key, "Warning", "BindFailed", f"gang rolled back, will retry: {error}"
-        )
+        if refusal is not None:
+            self._report_refused(job, refusal)
+        else:
+            self.events.job_event(
+                job.key, "Warning", "BindFailed", f"gang rolled back, will retry: {error}"
+            )
         await self.on_rolled_back(job.key)
+
+    def _report_refused(self, job: TrainingJobSpec, message: str) -> None:
+        generation = self.jobs.generation(job.key)
+        self.jobs.refused[job.key] = generation
+        self.jobs.not_before.pop(job.key, None)
+        self.jobs.bind_failures.pop(job.key, None)
+        text = f"the API server refused the gang's objects: {message}"
+        reason = str(Reason.InvalidSpec)
+        self.statuses.update(
+            job.key, generation, time.time(),
+            conditions=[ConditionUpdate(SCHEDULED, False, reason, text)],
+        )  # fmt: skip
+        self.events.job_event(job.key, "Warning", reason, text)
 
     async def _wait_until_gone(self, namespace: str, names: list[str]) -> None:
         deadline = time.monotonic() + ROLLBACK_WAIT_SECONDS
@@ -174,6 +196,25 @@ class GangBinder:
         if decision.predicted_loss is not None:
             metrics.PREDICTED_LOSS.labels(region=region).observe(decision.predicted_loss)
         self.events.job_event(job.key, "Normal", str(Reason.Placed), condition.message)
+
+
+# 4xx answers that are not about this spec: an existing object (409, handled where it is
+# created), a pod gone meanwhile (404) or too many requests (429) are tried again.
+_RETRIED_4XX = frozenset({404, 409, 429})
+
+
+def refusal_message(error: BaseException) -> str | None:
+    """The API server's own message (it names the field) when `error` is a 4xx refusing the
+    request for what it says; None for anything worth trying again."""
+    if not isinstance(error, ApiException) or error.status is None:
+        return None
+    if not 400 <= error.status < 500 or error.status in _RETRIED_4XX:
+        return None
+    try:
+        message = json.loads(error.body or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        message = error.body or error.reason or ""
+    return f"{error.status} {error.reason}: {message}"
 
 
 async def _all(calls: Iterable[Awaitable[Any]]) -> None:
