@@ -19,6 +19,7 @@ from tests.support.cluster import (
     REPO_ROOT,
     Cluster,
     OperatorProcess,
+    release_datasets,
     wait_for_namespace_gone,
 )
 
@@ -57,6 +58,9 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
     yield name
+    # The operators of the test have stopped by now: what an administrator does after stopping
+    # tsunagu, the test does too (the in-use finalizer no longer guards anything).
+    release_datasets(cluster, name)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
     wait_for_namespace_gone(cluster, name)
 

@@ -116,6 +116,25 @@ class OperatorProcess:
                 self.process.wait(timeout=10)
 
 
+DATASET_IN_USE = "tsunagu.io/dataset-in-use"
+
+
+def release_datasets(cluster: Cluster, namespace: str) -> None:
+    """Removes tsunagu's in-use finalizer from every Dataset of the namespace."""
+    found = cluster.kubectl("get", "datasets", "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        return
+    for item in json.loads(found.stdout)["items"]:
+        finalizers = item["metadata"].get("finalizers") or []
+        if DATASET_IN_USE not in finalizers:
+            continue
+        rest = [f for f in finalizers if f != DATASET_IN_USE]
+        patch = json.dumps({"metadata": {"finalizers": rest or None}})
+        name = item["metadata"]["name"]
+        cluster.kubectl("patch", "dataset", name, "-n", namespace, "--type=merge", "-p", patch,
+                        check=False)  # fmt: skip
+
+
 def wait_for_namespace_gone(cluster: Cluster, name: str, timeout: float = 120) -> None:
     def gone() -> bool:
         result = cluster.kubectl("get", "namespace", name, "--ignore-not-found", "-o", "name")

@@ -9,8 +9,9 @@ SCHEDULED: Final = "Scheduled"
 RUNNING: Final = "Running"
 FINISHED: Final = "Finished"
 LATENCY_BUDGET_MET: Final = "LatencyBudgetMet"
+RESIDENCY_VIOLATED: Final = "ResidencyViolated"
 
-CONDITION_TYPES: Final = (SCHEDULED, RUNNING, FINISHED, LATENCY_BUDGET_MET)
+CONDITION_TYPES: Final = (SCHEDULED, RUNNING, FINISHED, LATENCY_BUDGET_MET, RESIDENCY_VIOLATED)
 
 
 class Reason(StrEnum):
@@ -44,6 +45,9 @@ class Reason(StrEnum):
     WithinBudget = "WithinBudget"
     OverBudget = "OverBudget"
     Requeued = "Requeued"
+    # ResidencyViolated: the dataset's rules changed under a running job.
+    OutsideResidency = "OutsideResidency"
+    WithinResidency = "WithinResidency"
 
 
 # A region that fails an earlier filter is never tested against a later one, so the position of

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tsunagu.api.parse import SpecError, parse_dataset, parse_region
@@ -21,11 +22,22 @@ from tsunagu.placement.snapshot import ClusterSnapshot
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class DatasetObject:
+    """What the dataset guard needs of a Dataset's metadata."""
+
+    uid: str | None
+    resource_version: str | None
+    finalizers: tuple[str, ...]
+    deleting: bool
+
+
 class Catalog:
     def __init__(self, staleness_seconds: float = DEFAULT_STALENESS_SECONDS) -> None:
         self.staleness_seconds = staleness_seconds
         self.regions: dict[str, RegionSpec] = {}
         self.datasets: dict[JobKey, DatasetSpec] = {}
+        self.dataset_objects: dict[JobKey, DatasetObject] = {}
         self._measurements: tuple[Measurement, ...] = ()
         self._matrix: LatencyMatrix | None = None
 
@@ -56,12 +68,24 @@ class Catalog:
             dataset = parse_dataset(body)
         except SpecError:
             self.datasets.pop(key, None)
+            self.dataset_objects.pop(key, None)
             raise
         self.datasets[key] = dataset
+        self.dataset_objects[key] = DatasetObject(
+            uid=metadata.get("uid"),
+            resource_version=metadata.get("resourceVersion"),
+            finalizers=tuple(metadata.get("finalizers") or ()),
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
         return dataset
 
     def delete_dataset(self, namespace: str, name: str) -> None:
         self.datasets.pop((namespace, name), None)
+        self.dataset_objects.pop((namespace, name), None)
+
+    def dataset_deleting(self, key: JobKey) -> bool:
+        known = self.dataset_objects.get(key)
+        return known is not None and known.deleting
 
     def dataset(self, namespace: str, name: str | None) -> DatasetSpec | None:
         return self.datasets.get((namespace, name)) if name else None
@@ -97,6 +121,8 @@ class Catalog:
             pods.extend(view.gpu_pods.values())
         seen = {(p.namespace, p.name) for p in pods if p.node_name}
         pods.extend(p for p in assumed if (p.namespace, p.name) not in seen)
+        # A Dataset being deleted takes no new jobs; those running on it keep it (finalizer).
+        datasets = [d for key, d in self.datasets.items() if not self.dataset_deleting(key)]
         return ClusterSnapshot.build(
-            self.regions.values(), nodes, pods, self.datasets.values(), self.latency(), now
+            self.regions.values(), nodes, pods, datasets, self.latency(), now
         )

@@ -17,7 +17,7 @@ import aiohttp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tsunagu.api.names import GROUP, REGIONS, TRAINING_JOBS, VERSION
+from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
 from tsunagu.controller.cluster.watchstream import WatchStream
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,14 @@ class Kube:
     async def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{TRAINING_JOBS}/{name}/status"
         await self._send(Lane.REPORTS, "PATCH", path, {"status": status}, MERGE_PATCH)
+
+    async def patch_dataset_metadata(
+        self, namespace: str, name: str, metadata: Mapping[str, Any]
+    ) -> None:
+        """A merge patch of a Dataset's metadata (its finalizers, with the resourceVersion they
+        were read at, so a concurrent change answers 409 instead of being overwritten)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{DATASETS}/{name}"
+        await self._send(Lane.REPORTS, "PATCH", path, {"metadata": metadata}, MERGE_PATCH)
 
     async def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/{REGIONS}/{name}/status"

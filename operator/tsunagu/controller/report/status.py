@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, RUNNING, SCHEDULED, Reason
+from tsunagu.api.conditions import CONDITION_TYPES, RUNNING, SCHEDULED, Reason
 from tsunagu.placement.engine import MAX_ALTERNATIVES, Candidate, Decision
 from tsunagu.placement.snapshot import RegionCapacity
 from tsunagu.placement.wire import known_numbers
@@ -61,7 +61,7 @@ def merge_conditions(
 
 
 def _condition_order(condition: Mapping[str, Any]) -> tuple[int, str]:
-    order = (SCHEDULED, RUNNING, FINISHED, LATENCY_BUDGET_MET)
+    order = CONDITION_TYPES
     kind = str(condition["type"])
     return (order.index(kind) if kind in order else len(order), kind)
 

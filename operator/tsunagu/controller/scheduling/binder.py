@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from tsunagu.api.conditions import SCHEDULED, Reason
+from tsunagu.api.conditions import RESIDENCY_VIOLATED, SCHEDULED, Reason
 from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import build_pod, build_service, pod_name
@@ -180,11 +180,16 @@ class GangBinder:
 
     def _report_placed(self, job: TrainingJobSpec, decision: Decision, now: float) -> None:
         condition = scheduled_condition(decision)
+        conditions = [condition, starting_condition(job.replicas)]
+        if self.statuses.condition(job.key, RESIDENCY_VIOLATED) is not None:
+            where = f"placed in {decision.region}, which the dataset allows"
+            reason = str(Reason.WithinResidency)
+            conditions.append(ConditionUpdate(RESIDENCY_VIOLATED, False, reason, where))
         self.statuses.update(
             job.key,
             self.jobs.generation(job.key),
             now,
-            conditions=[condition, starting_condition(job.replicas)],
+            conditions=conditions,
             fields={
                 "region": decision.region,
                 "placement": placement_status(decision, now),

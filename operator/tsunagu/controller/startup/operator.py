@@ -17,6 +17,7 @@ from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Kube, Lane
 from tsunagu.controller.cluster.connection import ClusterConnection
 from tsunagu.controller.jobs import JobTracker
+from tsunagu.controller.lifecycle.datasets import DatasetGuard
 from tsunagu.controller.lifecycle.jobs import JobLifecycle
 from tsunagu.controller.lifecycle.latency_budget import LatencyBudgetMonitor
 from tsunagu.controller.report.events import EventRecorder
@@ -94,6 +95,10 @@ class Operator:
             jobs=self.jobs, catalog=self.catalog, statuses=self.statuses, events=self.events,
             inflight=self.inflight, lifecycle=self.lifecycle, engine=engine,
         )  # fmt: skip
+        self.datasets = DatasetGuard(
+            jobs=self.jobs, catalog=self.catalog, statuses=self.statuses, events=self.events,
+            reports=self.reports, inflight=self.inflight, lifecycle=self.lifecycle, client=client,
+        )  # fmt: skip
         self.region_status = RegionStatusWriter(self.catalog, self.clusters, settings.reporting)
 
     # --- start and stop --------------------------------------------------------------------
@@ -112,6 +117,7 @@ class Operator:
         self.tasks.spawn(self.scheduler.run(), name="decision loop")
         self.tasks.spawn(self.region_status.run(), name="region status")
         self.tasks.spawn(self.reports.run(), name="reports")
+        self.tasks.spawn(self.datasets.run(), name="dataset guard")
         source = latency_source(self.settings.latency)
         if source is not None:
             self.tasks.spawn(
