@@ -86,9 +86,6 @@ def test_unknown_pair() -> None:
             [measured("a", "b", 3, age=120)], 120, 3.0, "Prometheus", id="exactly-at-staleness"
         ),
         pytest.param(
-            [measured("a", "b", 3, age=121)], 120, 10.0, "Declared", id="stale-falls-back"
-        ),
-        pytest.param(
             [measured("b", "a", 4, age=10)], 120, 4.0, "Prometheus", id="reverse-direction"
         ),
         pytest.param(
@@ -129,6 +126,34 @@ def test_measurements_and_staleness(
     assert (estimate.rtt_ms, estimate.source) == (expected_rtt, expected_source)
     # Bandwidth is only ever declared, so a measured link keeps the declared figure.
     assert estimate.bandwidth_gbps == 40.0
+
+
+def test_a_stale_measurement_makes_the_pair_unknown_not_its_declared_link() -> None:
+    regions = [region("a", links=[link("b", 10, 40)]), region("b")]
+    stale = [measured("a", "b", 3, age=121)]
+    assert LatencyMatrix.build(regions, stale, 120).link("a", "b", NOW) is None
+    assert (
+        LatencyMatrix.build(regions, [measured("b", "a", 3, age=121)], 120).link("a", "b", NOW)
+        is None
+    )
+
+
+def test_the_declared_fallback_when_allowed_replaces_a_stale_measurement() -> None:
+    regions = [region("a", links=[link("b", 10, 40)]), region("b")]
+    stale = [measured("a", "b", 3, age=121)]
+    estimate = LatencyMatrix.build(regions, stale, 120, declared_fallback=True).link("a", "b", NOW)
+    assert estimate is not None
+    assert (estimate.rtt_ms, estimate.source) == (10.0, "Declared")
+
+
+def test_a_pair_never_measured_takes_its_declared_link_either_way() -> None:
+    regions = [region("a", links=[link("b", 10, 40)]), region("b")]
+    for fallback in (False, True):
+        estimate = LatencyMatrix.build(regions, [], 120, declared_fallback=fallback).link(
+            "a", "b", NOW
+        )
+        assert estimate is not None
+        assert (estimate.rtt_ms, estimate.source) == (10.0, "Declared")
 
 
 def test_stale_measurement_without_declaration_is_unknown() -> None:

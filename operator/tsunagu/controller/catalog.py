@@ -33,12 +33,20 @@ class DatasetObject:
 
 
 class Catalog:
-    def __init__(self, staleness_seconds: float = DEFAULT_STALENESS_SECONDS) -> None:
+    def __init__(
+        self,
+        staleness_seconds: float = DEFAULT_STALENESS_SECONDS,
+        declared_fallback: bool = False,
+    ) -> None:
         self.staleness_seconds = staleness_seconds
+        self.declared_fallback = declared_fallback
         self.regions: dict[str, RegionSpec] = {}
         self.datasets: dict[JobKey, DatasetSpec] = {}
         self.dataset_objects: dict[JobKey, DatasetObject] = {}
-        self._measurements: tuple[Measurement, ...] = ()
+        # The latest measurement of every pair ever measured: a pair the source stops reporting
+        # (its probe gone) keeps its last one, which then goes stale, rather than vanishing and
+        # leaving its declared link to stand in silently.
+        self._latest: dict[tuple[str, str], Measurement] = {}
         self._matrix: LatencyMatrix | None = None
 
     # --- regions ---------------------------------------------------------------------------
@@ -57,6 +65,8 @@ class Catalog:
 
     def delete_region(self, name: str) -> None:
         if self.regions.pop(name, None) is not None:
+            for pair in [pair for pair in self._latest if name in pair]:
+                del self._latest[pair]
             self._matrix = None
 
     # --- datasets --------------------------------------------------------------------------
@@ -93,18 +103,28 @@ class Catalog:
     # --- latency ---------------------------------------------------------------------------
     @property
     def measurements(self) -> tuple[Measurement, ...]:
-        return self._measurements
+        return tuple(self._latest[pair] for pair in sorted(self._latest))
 
-    @measurements.setter
-    def measurements(self, measurements: tuple[Measurement, ...]) -> None:
-        if measurements != self._measurements:
-            self._measurements = measurements
+    def take_measurements(self, measurements: Iterable[Measurement]) -> None:
+        """Keeps each pair's newest measurement, from this refresh or an earlier one."""
+        changed = False
+        for measurement in measurements:
+            pair = (measurement.source_region, measurement.target_region)
+            known = self._latest.get(pair)
+            newer = known is None or measurement.observed_at >= known.observed_at
+            if newer and known != measurement:
+                self._latest[pair] = measurement
+                changed = True
+        if changed:
             self._matrix = None
 
     def latency(self) -> LatencyMatrix:
         if self._matrix is None:
             self._matrix = LatencyMatrix.build(
-                self.regions.values(), self._measurements, staleness_seconds=self.staleness_seconds
+                self.regions.values(),
+                self._latest.values(),
+                staleness_seconds=self.staleness_seconds,
+                declared_fallback=self.declared_fallback,
             )
         return self._matrix
 

@@ -94,9 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "report-hold-seconds", float, 30.0,
         "longest a status write or Event waits while gangs are being bound (0: none)",
     )  # fmt: skip
-    parser.add_argument(
-        "--verbose", action="store_true", default=_env("verbose", "") in ("1", "true", "True")
-    )
+    for name, help_text in (
+        ("verbose", "log every step"),
+        ("declared-fallback", "a pair whose measurement went stale takes its declared link"),
+    ):
+        parser.add_argument(
+            f"--{name}", action="store_true", default=_env(name, "") in ("1", "true", "True"),
+            help=f"{help_text} (env TSUNAGU_{name.upper().replace('-', '_')})",
+        )  # fmt: skip
 
 
 def from_args(args: argparse.Namespace) -> OperatorSettings:
@@ -116,6 +121,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             jitter_query=args.jitter_query or None,
             interval_seconds=args.latency_interval,
             staleness_seconds=args.staleness_seconds,
+            declared_fallback=args.declared_fallback,
         ),
         scheduling=SchedulingSettings(
             default_max_rtt_ms=args.default_max_rtt_ms,

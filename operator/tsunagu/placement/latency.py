@@ -1,8 +1,11 @@
 """The latency matrix: RTT and jitter per ordered region pair, from measurements and declarations.
 
-Rules (DESIGN.md §4): a fresh measurement wins; without one, a declared link counts, and a link
-declared on either side holds both ways (the larger RTT where both sides declare one); inside a
-region the RTT is 0 ms; anything else is unknown.
+Rules (DESIGN.md §4), per pair: a fresh measurement wins; a pair that was measured but whose
+measurement has gone stale is unknown — never silently its declared value, which is what the
+operator of the link hoped for, not what was seen — unless the declared fallback is allowed; a
+pair never measured takes its declared link, and a link declared on either side holds both ways
+(the larger RTT where both sides declare one); inside a region the RTT is 0 ms; anything else is
+unknown.
 """
 
 from __future__ import annotations
@@ -76,7 +79,13 @@ def _merge_declared(first: _Declared, second: _Declared) -> _Declared:
 class LatencyMatrix:
     """An immutable view of inter-region latency at one moment; build it with `build`."""
 
-    __slots__ = ("_declared", "_locations", "_measured", "_staleness_seconds")
+    __slots__ = (
+        "_declared",
+        "_declared_fallback",
+        "_locations",
+        "_measured",
+        "_staleness_seconds",
+    )
 
     def __init__(
         self,
@@ -84,11 +93,13 @@ class LatencyMatrix:
         measured: Mapping[tuple[str, str], Measurement],
         locations: Mapping[str, GeoPoint],
         staleness_seconds: float,
+        declared_fallback: bool = False,
     ) -> None:
         self._declared = MappingProxyType(dict(declared))
         self._measured = MappingProxyType(dict(measured))
         self._locations = MappingProxyType(dict(locations))
         self._staleness_seconds = staleness_seconds
+        self._declared_fallback = declared_fallback
 
     @classmethod
     def build(
@@ -96,7 +107,10 @@ class LatencyMatrix:
         regions: Iterable[RegionSpec],
         measurements: Iterable[Measurement] = (),
         staleness_seconds: float = DEFAULT_STALENESS_SECONDS,
+        declared_fallback: bool = False,
     ) -> LatencyMatrix:
+        """`declared_fallback`: a pair whose measurement went stale takes its declared link
+        instead of being unknown."""
         declared: dict[tuple[str, str], _Declared] = {}
         locations: dict[str, GeoPoint] = {}
         for region in regions:
@@ -119,7 +133,7 @@ class LatencyMatrix:
             # order they arrived in.
             if latest is None or _recency(measurement) > _recency(latest):
                 measured[pair] = measurement
-        return cls(declared, measured, locations, staleness_seconds)
+        return cls(declared, measured, locations, staleness_seconds, declared_fallback)
 
     @property
     def staleness_seconds(self) -> float:
@@ -150,9 +164,12 @@ class LatencyMatrix:
                 measurement.observed_at,
                 bandwidth,
             )
-        if declared is not None:
-            return LinkEstimate(declared.rtt_ms, 0.0, LinkSource.Declared, None, bandwidth)
-        return None
+        if declared is None:
+            return None
+        measured_once = (a, b) in self._measured or (b, a) in self._measured
+        if measured_once and not self._declared_fallback:
+            return None  # the measurement went stale: what the link does now is not known
+        return LinkEstimate(declared.rtt_ms, 0.0, LinkSource.Declared, None, bandwidth)
 
     def measured_pairs(self) -> tuple[tuple[str, str], ...]:
         """Ordered pairs with a measurement, fresh or not, sorted."""

@@ -25,6 +25,8 @@ class LatencySettings:
     jitter_query: str | None = None
     interval_seconds: float = 10.0
     staleness_seconds: float = DEFAULT_STALENESS_SECONDS
+    # A pair whose measurement went stale takes its declared link instead of being unknown.
+    declared_fallback: bool = False
 
 
 class LatencySource(Protocol):

@@ -94,7 +94,7 @@ class LatencyBudgetMonitor:
         async def update(measurements: tuple[Measurement, ...]) -> None:
             nonlocal last_update
             last_update = time.monotonic()
-            self.catalog.measurements = measurements
+            self.catalog.take_measurements(measurements)
             queue.wake()
             await self.check_all()
 

@@ -62,7 +62,10 @@ class Operator:
         self.settings = settings
         engine = settings.scheduling.engine()
         self.tasks = TaskGroup()
-        self.catalog = Catalog(staleness_seconds=settings.latency.staleness_seconds)
+        self.catalog = Catalog(
+            staleness_seconds=settings.latency.staleness_seconds,
+            declared_fallback=settings.latency.declared_fallback,
+        )
         self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
         self.clusters = (self.cluster,)
         self.queue = SchedulingQueue()
