@@ -21,6 +21,8 @@ class SchedulingSettings:
     retry_interval: float = 15.0
     # Gangs created and bound at the same time.
     bind_concurrency: int = 8
+    # A gang on a node NotReady for longer than this is placed again (a node gone: at once).
+    node_lost_grace_seconds: float = 300.0
 
     def engine(self) -> EngineSettings:
         return EngineSettings(
@@ -91,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("retry-interval", float, 15.0, "seconds between retries of pending jobs")
     flag("bind-concurrency", int, 8, "gangs created and bound at the same time")
     flag(
+        "node-lost-grace-seconds", float, 300.0,
+        "a gang on a node NotReady for longer than this is placed again",
+    )  # fmt: skip
+    flag(
         "report-hold-seconds", float, 30.0,
         "longest a status write or Event waits while gangs are being bound (0: none)",
     )  # fmt: skip
@@ -108,6 +114,11 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
     if args.log_format not in ("plain", "json"):
         raise SystemExit(
             f"tsunagu run: --log-format must be plain or json (got {args.log_format!r})"
+        )
+    if args.node_lost_grace_seconds < 0:
+        raise SystemExit(
+            "tsunagu run: --node-lost-grace-seconds must be 0 or more "
+            f"(got {args.node_lost_grace_seconds})"
         )
     if args.report_hold_seconds < 0:
         raise SystemExit(
@@ -128,6 +139,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             default_max_throughput_loss=args.default_max_throughput_loss,
             retry_interval=args.retry_interval,
             bind_concurrency=args.bind_concurrency,
+            node_lost_grace_seconds=args.node_lost_grace_seconds,
         ),
         reporting=ReportingSettings(hold_seconds=args.report_hold_seconds),
         serving=ServingSettings(

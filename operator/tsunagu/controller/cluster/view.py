@@ -6,9 +6,11 @@ and Datasets of the `Catalog`). All access happens on the operator's event loop,
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tsunagu.api.names import JOB_LABEL, RANK_LABEL
@@ -41,11 +43,22 @@ def _controller(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _is_ready(node: Mapping[str, Any]) -> bool:
+def _not_ready_since(node: Mapping[str, Any], now: float) -> float | None:
+    """When the node's Ready condition stopped being True (its lastTransitionTime, or `now`
+    when that is missing); None while it is Ready or has no Ready condition."""
     for condition in (node.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(condition.get("status") == "True")
-    return True
+        if condition.get("type") != "Ready":
+            continue
+        if condition.get("status") == "True":
+            return None
+        try:
+            since = datetime.fromisoformat(
+                str(condition["lastTransitionTime"]).replace("Z", "+00:00")
+            )
+        except (KeyError, ValueError):
+            return now
+        return min(since.timestamp(), now)
+    return None
 
 
 def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
@@ -79,8 +92,9 @@ class ClusterView:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     gpu_pods: dict[JobKey, PodUsage] = field(default_factory=dict)
     job_pods: dict[JobKey, dict[str, JobPod]] = field(default_factory=lambda: defaultdict(dict))
-    # Nodes whose Ready condition is not True: their pods are lost (a cordon is not a loss).
-    not_ready: set[str] = field(default_factory=set)
+    # Nodes whose Ready condition is not True → since when (unix seconds). Their pods are lost
+    # once that lasted longer than a grace period (a cordon is not a loss).
+    not_ready: dict[str, float] = field(default_factory=dict)
 
     # --- nodes -----------------------------------------------------------------------------
     def upsert_node(self, body: Mapping[str, Any]) -> bool:
@@ -93,14 +107,15 @@ class ClusterView:
         previous = self.nodes.get(node.name)
         self.nodes[node.name] = node
         was_ready = node.name not in self.not_ready
-        if _is_ready(body):
-            self.not_ready.discard(node.name)
+        since = _not_ready_since(body, time.time())
+        if since is None:
+            self.not_ready.pop(node.name, None)
         else:
-            self.not_ready.add(node.name)
+            self.not_ready.setdefault(node.name, since)
         return previous != node or was_ready != (node.name not in self.not_ready)
 
     def delete_node(self, name: str) -> bool:
-        self.not_ready.discard(name)
+        self.not_ready.pop(name, None)
         return self.nodes.pop(name, None) is not None
 
     # --- pods ------------------------------------------------------------------------------
@@ -161,6 +176,18 @@ class ClusterView:
         return dict(self.job_pods.get(job, {}))
 
     def node_alive(self, node_name: str | None) -> bool:
-        """False when the node is gone or not Ready: pods bound there no longer run."""
+        """False when the node is gone or not Ready: no new pod goes there."""
         name = node_name or ""
         return name in self.nodes and name not in self.not_ready
+
+    def node_lost_in(self, node_name: str | None, grace_seconds: float, now: float) -> float:
+        """Seconds until pods bound to the node count as lost: 0 when the node is gone or has
+        not been Ready for `grace_seconds` (as the node-lifecycle controller evicts only after
+        a toleration of NotReady), inf while it is Ready."""
+        name = node_name or ""
+        if name not in self.nodes:
+            return 0.0
+        since = self.not_ready.get(name)
+        if since is None:
+            return float("inf")
+        return max(0.0, since + grace_seconds - now)

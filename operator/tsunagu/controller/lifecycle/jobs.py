@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from tsunagu.api.conditions import FINISHED, RUNNING, SCHEDULED, Reason
@@ -47,6 +48,9 @@ RECONCILE_DELAY_SECONDS = 0.25
 # How long after binding a gang its pods may still be missing from the watch.
 WATCH_LAG_SECONDS = 30.0
 ALL_SUCCEEDED = "every replica succeeded"
+# Like the node-lifecycle controller, which evicts pods from a NotReady node only after their
+# 300 s toleration of node.kubernetes.io/not-ready: a node that blinks does not kill a gang.
+DEFAULT_NODE_LOST_GRACE_SECONDS = 300.0
 
 
 class JobLifecycle:
@@ -61,7 +65,9 @@ class JobLifecycle:
         assumed: AssumeCache,
         inflight: InFlight,
         tasks: TaskGroup,
+        node_lost_grace_seconds: float = DEFAULT_NODE_LOST_GRACE_SECONDS,
     ) -> None:
+        self.node_lost_grace_seconds = node_lost_grace_seconds
         self.jobs = jobs
         self.cluster = cluster
         self.queue = queue
@@ -104,11 +110,13 @@ class JobLifecycle:
             self.queue.remove(key)
             self._report_invalid(key, generation, now, tracked.invalid or "invalid spec")
             return
-        if is_true(self.statuses.condition(key, FINISHED)):
-            self.queue.remove(key)
-            return
         pods = self.cluster.view.pods_of(key)
         ours = {name: pod for name, pod in pods.items() if pod.owner_uid == tracked.uid}
+        if is_true(self.statuses.condition(key, FINISHED)):
+            self.queue.remove(key)
+            # Finished: only the counts still move, as the remaining pods go away.
+            self.statuses.update(key, generation, now, fields=_counts(job, ours.values()))
+            return
         if any(_of_an_earlier_job(pod, tracked.uid) for pod in pods.values()):
             # Pods of an earlier job with the same name are still going away: wait for them.
             return
@@ -174,12 +182,7 @@ class JobLifecycle:
         self, job: TrainingJobSpec, generation: int, now: float, pods: list[JobPod]
     ) -> None:
         status = self.statuses.current(job.key)
-        counts = replica_counts(
-            job.replicas,
-            running=sum(p.phase == "Running" for p in pods),
-            succeeded=sum(p.phase == "Succeeded" for p in pods),
-            failed=sum(p.phase == "Failed" for p in pods),
-        )
+        counts = _counts(job, pods)
         ranks = {p.rank for p in pods}
         complete = ranks == set(range(job.replicas)) and len(pods) == job.replicas
         bound = all(p.node_name for p in pods)
@@ -202,10 +205,26 @@ class JobLifecycle:
                 return
             # Left half-made by a crash, or a pod was deleted: the gang is all-or-nothing.
             await self.requeue(job, generation, now, "the gang was incomplete")
-        elif any(p.node_name and not self.cluster.view.node_alive(p.node_name) for p in pods):
+        elif status.get("region") in job.placement.excluded_regions:
+            # An edit after placement: the spec now excludes where the job runs.
+            region = status.get("region")
+            await self.requeue(job, generation, now, f"region {region} is now excluded")
+        elif self._node_lost(job.key, pods, now):
             await self.requeue(job, generation, now, "a node of the job's region was lost")
         else:
             await self._running(job, generation, now, pods, counts, bound)
+
+    def _node_lost(self, key: JobKey, pods: list[JobPod], now: float) -> bool:
+        """A node of the gang is gone, or NotReady for longer than the grace period; within the
+        grace, the job is looked at again when it ends."""
+        view, grace = self.cluster.view, self.node_lost_grace_seconds
+        left = min((view.node_lost_in(p.node_name, grace, now) for p in pods if p.node_name),
+                   default=float("inf"))  # fmt: skip
+        if left == 0:
+            return True
+        if left != float("inf"):
+            asyncio.get_running_loop().call_later(left + 0.1, self.reconcile_soon, key)
+        return False
 
     def _events_still_coming(self, key: JobKey) -> bool:
         bound_at = self.jobs.just_bound.get(key)
@@ -330,3 +349,14 @@ def _stranger(pod: JobPod) -> bool:
 
 def _of_an_earlier_job(pod: JobPod, uid: str | None) -> bool:
     return pod.owner_kind == TRAINING_JOB_KIND and pod.owner_uid != uid
+
+
+def _counts(job: TrainingJobSpec, pods: Iterable[JobPod]) -> dict[str, int]:
+    """Replica counts of the job's own pods as they are now (a pod being deleted runs no more)."""
+    live = [p for p in pods if not p.deleting]
+    return replica_counts(
+        job.replicas,
+        running=sum(p.phase == "Running" for p in live),
+        succeeded=sum(p.phase == "Succeeded" for p in pods),
+        failed=sum(p.phase == "Failed" for p in pods),
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tsunagu.api.conditions import CONDITION_TYPES, RUNNING, SCHEDULED, Reason
+from tsunagu.api.conditions import CONDITION_TYPES, FINISHED, RUNNING, SCHEDULED, Reason
 from tsunagu.placement.engine import MAX_ALTERNATIVES, Candidate, Decision
 from tsunagu.placement.snapshot import RegionCapacity
 from tsunagu.placement.wire import known_numbers
@@ -58,6 +58,19 @@ def merge_conditions(
             "observedGeneration": generation,
         }
     return sorted(by_type.values(), key=_condition_order)
+
+
+def job_state(conditions: Sequence[Mapping[str, Any]]) -> str:
+    """One word for `kubectl get`: Succeeded or Failed once finished, Running while every
+    replica runs, Pending otherwise."""
+    by_type = {c.get("type"): c for c in conditions}
+    finished = by_type.get(FINISHED)
+    if finished is not None and finished.get("status") == "True":
+        return str(finished.get("reason"))
+    running = by_type.get(RUNNING)
+    if running is not None and running.get("status") == "True":
+        return "Running"
+    return "Pending"
 
 
 def _condition_order(condition: Mapping[str, Any]) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
 from tsunagu.controller.cluster.client import Kube, is_not_found
 from tsunagu.controller.packed import PackedDocuments
-from tsunagu.controller.report.status import ConditionUpdate, merge_conditions
+from tsunagu.controller.report.status import ConditionUpdate, job_state, merge_conditions
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class StatusBook:
             existing = old.get("conditions") or []
             new["conditions"] = merge_conditions(existing, updates, generation, now)
         new["observedGeneration"] = generation
+        new["state"] = job_state(new.get("conditions") or [])
         if not merge_patch(old, new):
             return False
         if key not in self._written:

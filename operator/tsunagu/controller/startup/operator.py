@@ -81,6 +81,7 @@ class Operator:
         self.lifecycle = JobLifecycle(
             jobs=self.jobs, cluster=self.cluster, queue=self.queue, statuses=self.statuses,
             events=self.events, assumed=self.assumed, inflight=self.inflight, tasks=self.tasks,
+            node_lost_grace_seconds=settings.scheduling.node_lost_grace_seconds,
         )  # fmt: skip
         self.binder = GangBinder(
             client=client, catalog=self.catalog, jobs=self.jobs, statuses=self.statuses,
