@@ -33,6 +33,25 @@ class JobPod:
     owner_uid: str | None
     region: str | None
     owner_kind: str | None = None
+    # status.reason of a pod that failed (e.g. OutOfnvidia.com/gpu when the kubelet refused it).
+    reason: str | None = None
+
+    @property
+    def refused_by_kubelet(self) -> bool:
+        """Failed before it ran because the kubelet's admission refused it: the gang never had
+        that node, which is no fault of the training program."""
+        return self.phase == "Failed" and _is_admission_refusal(self.reason)
+
+
+# The reasons a kubelet gives a pod it refuses at admission (its predicate admit handler and
+# device manager): the node lacks a resource, or no longer matches the pod's affinity or
+# tolerations.
+_ADMISSION_REASONS = frozenset({"UnexpectedAdmissionError", "NodeAffinity", "Taint",
+                                "NodeName", "NodePorts", "PodOSNotSupported"})  # fmt: skip
+
+
+def _is_admission_refusal(reason: str | None) -> bool:
+    return reason is not None and (reason.startswith("OutOf") or reason in _ADMISSION_REASONS)
 
 
 def _controller(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -81,6 +100,7 @@ def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
         owner_uid=owner_uid,
         region=labels.get("tsunagu.io/region"),
         owner_kind=owner_kind,
+        reason=(body.get("status") or {}).get("reason"),
     )
     return (metadata.get("namespace", "default"), job_name), pod
 

@@ -186,7 +186,15 @@ class JobLifecycle:
         ranks = {p.rank for p in pods}
         complete = ranks == set(range(job.replicas)) and len(pods) == job.replicas
         bound = all(p.node_name for p in pods)
-        if counts["failedReplicas"]:
+        if counts["failedReplicas"] and all(
+            p.refused_by_kubelet for p in pods if p.phase == "Failed"
+        ):
+            # The kubelet refused a pod at admission (another scheduler's pod got there first):
+            # the gang is placed again, and it costs no restart of backoffLimit.
+            refused = sorted(f"{p.name} ({p.reason})" for p in pods if p.refused_by_kubelet)
+            why = f"the kubelet refused {', '.join(refused)}"
+            await self.requeue(job, generation, now, why, cause="kubelet refused a pod")
+        elif counts["failedReplicas"]:
             await self._restart_or_fail(job, generation, now, counts)
         elif complete and counts["succeededReplicas"] == job.replicas:
             self.statuses.update(
@@ -208,7 +216,8 @@ class JobLifecycle:
         elif status.get("region") in job.placement.excluded_regions:
             # An edit after placement: the spec now excludes where the job runs.
             region = status.get("region")
-            await self.requeue(job, generation, now, f"region {region} is now excluded")
+            why = f"region {region} is now excluded"
+            await self.requeue(job, generation, now, why, cause="region excluded")
         elif self._node_lost(job.key, pods, now):
             await self.requeue(job, generation, now, "a node of the job's region was lost")
         else:
@@ -310,9 +319,18 @@ class JobLifecycle:
         await self._delete_gang(job, only_live=restarts >= job.backoff_limit)
 
     async def requeue(
-        self, job: TrainingJobSpec, generation: int, now: float, why: str, delete: bool = True
+        self,
+        job: TrainingJobSpec,
+        generation: int,
+        now: float,
+        why: str,
+        delete: bool = True,
+        cause: str | None = None,
     ) -> None:
-        metrics.REQUEUES.labels(reason=why).inc()
+        """Back to the queue, its pods deleted (unless `delete` is False); `why` is said in the
+        condition and Event, `cause` (a few fixed words; `why` when not given) labels the
+        metric."""
+        metrics.REQUEUES.labels(reason=cause or why).inc()
         message = f"requeued: {why}"
         self.statuses.update(
             job.key, generation, now,
