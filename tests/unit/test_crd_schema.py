@@ -67,7 +67,7 @@ EXPECTED_KINDS = (
         "trainingjobs",
         "Namespaced",
         "tj",
-        ("Region", "Scheduled", "RTT-ms", "Predicted-Loss", "Age"),
+        ("Region", "State", "Scheduled", "RTT-ms", "Predicted-Loss", "Age"),
     ),
 )
 KIND_PARAMS = [pytest.param(expected, id=expected.kind) for expected in EXPECTED_KINDS]
