@@ -105,3 +105,35 @@ def test_a_pod_the_kubelet_refused_places_the_gang_again_without_a_restart(
     assert condition(job(cluster, namespace, "admitted"), "Finished") is None
     reasons = [e["message"] for e in events_for(cluster, namespace, "admitted")]
     assert any("OutOfnvidia.com/gpu" in message for message in reasons)
+
+
+def test_what_the_gang_was_built_from_cannot_change_while_it_is_placed(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(dataset(namespace, "d", "osaka", "Pinned"))
+    cluster.apply(training_job(namespace, "fixed", "d", replicas=1))
+    wait_condition(cluster, namespace, "fixed", "Scheduled", "True", "Placed")
+    generation = job(cluster, namespace, "fixed")["metadata"]["generation"]
+
+    for patch, field in (
+        ({"spec": {"replicas": 2}}, "spec.replicas"),
+        ({"spec": {"gpusPerReplica": 2}}, "spec.gpusPerReplica"),
+        ({"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "v2"}]}}}},
+         "spec.template"),
+    ):  # fmt: skip
+        refused = cluster.kubectl(
+            "patch", "trainingjob", "fixed", "-n", namespace, "--type=merge",
+            "-p", json.dumps(patch), check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert f"{field} cannot change while the job is placed" in refused.stderr
+    assert job(cluster, namespace, "fixed")["metadata"]["generation"] == generation
+
+    # Not placed (its dataset does not exist): the same edit is taken.
+    cluster.apply(training_job(namespace, "waiting", "absent", replicas=1))
+    wait_condition(cluster, namespace, "waiting", "Scheduled", "False", "DatasetNotFound")
+    cluster.kubectl(
+        "patch", "trainingjob", "waiting", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"replicas": 2}}),
+    )  # fmt: skip
+    assert job(cluster, namespace, "waiting")["spec"]["replicas"] == 2
