@@ -990,6 +990,7 @@ def test_get_trainingjob_shows_where_it_went_and_why(cluster: Cluster, namespace
     assert created.returncode == 0, created.stderr
     status = {
         "region": "fukuoka",
+        "state": "Running",
         "conditions": [condition("Scheduled", "True", "Placed", "fukuoka: 15 ms to tokyo")],
         "placement": {
             "region": "fukuoka",
@@ -1011,9 +1012,18 @@ def test_get_trainingjob_shows_where_it_went_and_why(cluster: Cluster, namespace
     assert patched.returncode == 0, patched.stderr
 
     (row,) = table(cluster.kubectl("get", "tj", "-n", namespace).stdout)
-    assert list(row) == ["NAME", "REGION", "SCHEDULED", "RTT-MS", "PREDICTED-LOSS", "AGE"]
-    assert (row["REGION"], row["SCHEDULED"], row["RTT-MS"], row["PREDICTED-LOSS"]) == (
+    assert list(row) == [
+        "NAME", "REGION", "STATE", "SCHEDULED", "RTT-MS", "PREDICTED-LOSS", "AGE"
+    ]  # fmt: skip
+    assert (
+        row["REGION"],
+        row["STATE"],
+        row["SCHEDULED"],
+        row["RTT-MS"],
+        row["PREDICTED-LOSS"],
+    ) == (
         "fukuoka",
+        "Running",
         "Placed",
         "15",
         "0.12",
