@@ -159,7 +159,7 @@ def job_yaml(spec: str) -> str:
         ),
         pytest.param(
             [REGION, DATASET, job_yaml("{replicas: two, gpusPerReplica: 8}")],
-            "bad.yaml document 3 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 0",
+            "bad.yaml document 3 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 1",
             id="wrong-type",
         ),
         pytest.param(
@@ -256,7 +256,7 @@ def test_subprocess_bad_input_has_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
-        f"error: {bad} document 2 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 0\n"
+        f"error: {bad} document 2 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 1\n"
     )
 
 

@@ -1,0 +1,148 @@
+"""The region filters of DESIGN.md §3, one function per `Reason`, in the order they run.
+
+A filter reads what the engine knows about one region for one job (`RegionContext`) and returns
+the message of its rejection, or None when the region passes. `FILTERS` is the order: adding a
+filter is adding a function and a row (and its Reason to `api.conditions.FILTER_ORDER`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tsunagu.api.conditions import FILTER_ORDER, Reason
+from tsunagu.api.types import DatasetSpec, Objective, TrainingJobSpec
+from tsunagu.placement.datapath import DataPath
+from tsunagu.placement.nodegroups import Demand
+from tsunagu.placement.residency import residency_allows
+from tsunagu.placement.scoring import DEFAULT_OBJECTIVE_WEIGHTS, ObjectiveWeights
+from tsunagu.placement.snapshot import ClusterSnapshot
+
+# Budgets compare floats that went through arithmetic; this keeps 15.000000000000002 within 15.
+BUDGET_TOLERANCE = 1e-9
+# Shortfall reasons quoted in an InsufficientCapacity message, most common first.
+_MAX_SHORTFALL_REASONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    # Budgets for jobs that leave theirs unset (None: unset budgets do not constrain).
+    default_max_rtt_ms: float | None = None
+    default_max_throughput_loss: float | None = None
+    # Link bandwidth the data-stall model assumes where a link declares none.
+    default_bandwidth_gbps: float = 10.0
+    preferred_bonus: float = 0.1
+    objective_weights: tuple[tuple[Objective, ObjectiveWeights], ...] = DEFAULT_OBJECTIVE_WEIGHTS
+
+    def weights_for(self, objective: Objective) -> ObjectiveWeights:
+        for candidate, weights in self.objective_weights:
+            if candidate == objective:
+                return weights
+        return ObjectiveWeights(time=1.0, price=1.0, carbon=1.0)
+
+    def max_rtt_ms(self, job: TrainingJobSpec) -> float | None:
+        own = job.placement.max_rtt_ms
+        return own if own is not None else self.default_max_rtt_ms
+
+    def max_throughput_loss(self, job: TrainingJobSpec) -> float | None:
+        own = job.placement.max_throughput_loss
+        return own if own is not None else self.default_max_throughput_loss
+
+
+@dataclass(frozen=True, slots=True)
+class RegionContext:
+    """One job against one region: what every filter may read."""
+
+    job: TrainingJobSpec
+    dataset: DatasetSpec | None
+    sites: tuple[str, ...]  # where copies of the dataset are
+    region: str
+    snapshot: ClusterSnapshot
+    settings: EngineSettings
+    demand: Demand  # one gang pod's requirements, as the snapshot caches them
+    path: DataPath | None  # to the nearest copy; None without a dataset or when unknown
+    loss: float | None  # predicted throughput loss; None when the path is unknown
+
+
+Filter = Callable[[RegionContext], str | None]
+
+
+def format_loss(loss: float) -> str:
+    return f"{loss:.1%}"
+
+
+def region_unavailable(c: RegionContext) -> str | None:
+    if c.snapshot.region(c.region).cordoned:
+        return "region is cordoned"
+    if not c.snapshot.is_available(c.region):
+        return "region has no ready nodes"
+    return None
+
+
+def region_excluded(c: RegionContext) -> str | None:
+    if c.region in c.job.placement.excluded_regions:
+        return "listed in spec.placement.excludedRegions"
+    return None
+
+
+def data_residency(c: RegionContext) -> str | None:
+    if c.dataset is None or residency_allows(c.dataset, c.region):
+        return None
+    return (
+        f"dataset {c.dataset.namespace}/{c.dataset.name} ({c.dataset.residency.mode}) "
+        f"does not allow compute here"
+    )
+
+
+def latency_unknown(c: RegionContext) -> str | None:
+    if c.dataset is None or (c.path is not None and c.loss is not None):
+        return None
+    return f"no fresh measurement or declared link to {', '.join(c.sites)}"
+
+
+def latency_budget(c: RegionContext) -> str | None:
+    max_rtt = c.settings.max_rtt_ms(c.job)
+    if c.path is None or max_rtt is None or c.path.rtt_ms <= max_rtt + BUDGET_TOLERANCE:
+        return None
+    return f"RTT {c.path.rtt_ms:.1f} ms to {c.path.site} is over maxRttMs {max_rtt:g}"
+
+
+def throughput_loss_budget(c: RegionContext) -> str | None:
+    max_loss = c.settings.max_throughput_loss(c.job)
+    if c.dataset is None or c.loss is None or max_loss is None:
+        return None
+    if c.loss <= max_loss + BUDGET_TOLERANCE:
+        return None
+    return (
+        f"predicted throughput loss {format_loss(c.loss)} is over maxThroughputLoss "
+        f"{format_loss(max_loss)}"
+    )
+
+
+def insufficient_capacity(c: RegionContext) -> str | None:
+    """The gang fits when the region's nodes hold `replicas` pods under every node rule."""
+    job = c.job
+    slots = c.snapshot.gang_slots(c.region, c.demand)
+    if slots >= job.replicas:
+        return None
+    product = f" of {job.gpu_product}" if job.gpu_product else ""
+    message = (
+        f"gang of {job.replicas} × {job.gpus_per_replica} GPUs{product} does not fit: "
+        f"room for {slots} of {job.replicas} replicas"
+    )
+    reasons = c.snapshot.shortfall(c.region, c.demand)[:_MAX_SHORTFALL_REASONS]
+    return f"{message} ({'; '.join(reasons)})" if reasons else message
+
+
+FILTERS: tuple[tuple[Reason, Filter], ...] = (
+    (Reason.RegionUnavailable, region_unavailable),
+    (Reason.RegionExcluded, region_excluded),
+    (Reason.DataResidency, data_residency),
+    (Reason.LatencyUnknown, latency_unknown),
+    (Reason.LatencyBudget, latency_budget),
+    (Reason.ThroughputLossBudget, throughput_loss_budget),
+    (Reason.InsufficientCapacity, insufficient_capacity),
+)
+
+if tuple(reason for reason, _ in FILTERS) != FILTER_ORDER:  # pragma: no cover - import guard
+    raise AssertionError("placement.filters.FILTERS must run in api.conditions.FILTER_ORDER")
