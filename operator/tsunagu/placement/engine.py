@@ -18,11 +18,10 @@ from tsunagu.placement.filters import (
     BUDGET_TOLERANCE,
     FILTERS,
     EngineSettings,
-    RegionContext,
+    JobContext,
     format_loss,
 )
 from tsunagu.placement.latency import LatencyMatrix
-from tsunagu.placement.nodegroups import Demand
 from tsunagu.placement.residency import data_sites
 from tsunagu.placement.scoring import RegionCosts, score
 from tsunagu.placement.snapshot import ClusterSnapshot
@@ -31,6 +30,7 @@ MAX_ALTERNATIVES = 8
 DEFAULT_SETTINGS = EngineSettings()
 _STAGE = {reason: index for index, reason in enumerate(FILTER_ORDER)}
 _FEASIBLE_STAGE = len(FILTER_ORDER)
+_FILTER_FUNCTIONS = tuple(enumerate(region_filter for _, region_filter in FILTERS))
 
 __all__ = [
     "MAX_ALTERNATIVES",
@@ -93,28 +93,21 @@ def _not_placed(job: TrainingJobSpec, reason: Reason, message: str) -> Decision:
     return Decision(job.key, False, None, reason, message, None, None, None, (), ())
 
 
-def _evaluate(
-    job: TrainingJobSpec,
-    dataset: DatasetSpec | None,
-    sites: tuple[str, ...],
-    region: str,
-    snapshot: ClusterSnapshot,
-    settings: EngineSettings,
-    demand: Demand,
-) -> _Evaluation:
+def _evaluate(context: JobContext, region: str) -> _Evaluation:
     """Run the filters of DESIGN.md §3 on one region, in order, stopping at the first that fails."""
     path: DataPath | None = None
     loss: float | None = 0.0
-    if dataset is not None:
-        path = snapshot.data_path(region, sites)
+    if context.dataset is not None:
+        path = context.snapshot.data_path(region, context.sites)
         loss = (
             None
             if path is None
-            else predicted_loss(job.data_profile, path, settings.default_bandwidth_gbps)
+            else predicted_loss(
+                context.job.data_profile, path, context.settings.default_bandwidth_gbps
+            )
         )
-    context = RegionContext(job, dataset, sites, region, snapshot, settings, demand, path, loss)
-    for stage, (_, region_filter) in enumerate(FILTERS):
-        message = region_filter(context)
+    for stage, region_filter in _FILTER_FUNCTIONS:
+        message = region_filter(context, region, path, loss)
         if message is not None:
             return _Evaluation(region, stage, message, path, loss)
     return _Evaluation(region, _FEASIBLE_STAGE, "", path, loss)
@@ -155,9 +148,8 @@ def decide(
         sites = data_sites(dataset)
 
     demand = snapshot.demand(job.pod_requirements, job.gpu_product)
-    evaluations = [
-        _evaluate(job, dataset, sites, name, snapshot, settings, demand) for name in regions
-    ]
+    context = JobContext(job, dataset, sites, snapshot, settings, demand)
+    evaluations = [_evaluate(context, name) for name in regions]
     feasible = [e for e in evaluations if e.stage == _FEASIBLE_STAGE]
     preferred = set(job.placement.preferred_regions)
     scores = score(

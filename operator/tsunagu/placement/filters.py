@@ -1,8 +1,9 @@
 """The region filters of DESIGN.md §3, one function per `Reason`, in the order they run.
 
-A filter reads what the engine knows about one region for one job (`RegionContext`) and returns
-the message of its rejection, or None when the region passes. `FILTERS` is the order: adding a
-filter is adding a function and a row (and its Reason to `api.conditions.FILTER_ORDER`).
+A filter reads the job (`JobContext`), the region and the path to the data the engine found
+there, and returns the message of its rejection, or None when the region passes. `FILTERS` is
+the order: adding a filter is adding a function and a row (and its Reason to
+`api.conditions.FILTER_ORDER`).
 """
 
 from __future__ import annotations
@@ -50,43 +51,48 @@ class EngineSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class RegionContext:
-    """One job against one region: what every filter may read."""
+class JobContext:
+    """One job, as every filter may read it; built once per decision."""
 
     job: TrainingJobSpec
     dataset: DatasetSpec | None
     sites: tuple[str, ...]  # where copies of the dataset are
-    region: str
     snapshot: ClusterSnapshot
     settings: EngineSettings
     demand: Demand  # one gang pod's requirements, as the snapshot caches them
-    path: DataPath | None  # to the nearest copy; None without a dataset or when unknown
-    loss: float | None  # predicted throughput loss; None when the path is unknown
 
 
-Filter = Callable[[RegionContext], str | None]
+# (job, region, path to the nearest copy of the data or None, predicted throughput loss or None
+# when the path is unknown) → the message of the rejection, or None when the region passes.
+Filter = Callable[[JobContext, str, DataPath | None, float | None], str | None]
 
 
 def format_loss(loss: float) -> str:
     return f"{loss:.1%}"
 
 
-def region_unavailable(c: RegionContext) -> str | None:
-    if c.snapshot.region(c.region).cordoned:
+def region_unavailable(
+    c: JobContext, region: str, path: DataPath | None, loss: float | None
+) -> str | None:
+    if c.snapshot.region(region).cordoned:
         return "region is cordoned"
-    if not c.snapshot.is_available(c.region):
+    if not c.snapshot.is_available(region):
         return "region has no ready nodes"
     return None
 
 
-def region_excluded(c: RegionContext) -> str | None:
-    if c.region in c.job.placement.excluded_regions:
+def region_excluded(
+    c: JobContext, region: str, path: DataPath | None, loss: float | None
+) -> str | None:
+    if region in c.job.placement.excluded_regions:
         return "listed in spec.placement.excludedRegions"
     return None
 
 
-def data_residency(c: RegionContext) -> str | None:
-    if c.dataset is None or residency_allows(c.dataset, c.region):
+def data_residency(
+    c: JobContext, region: str, path: DataPath | None, loss: float | None
+) -> str | None:
+    if c.dataset is None or residency_allows(c.dataset, region):
         return None
     return (
         f"dataset {c.dataset.namespace}/{c.dataset.name} ({c.dataset.residency.mode}) "
@@ -94,35 +100,43 @@ def data_residency(c: RegionContext) -> str | None:
     )
 
 
-def latency_unknown(c: RegionContext) -> str | None:
-    if c.dataset is None or (c.path is not None and c.loss is not None):
+def latency_unknown(
+    c: JobContext, region: str, path: DataPath | None, loss: float | None
+) -> str | None:
+    if c.dataset is None or (path is not None and loss is not None):
         return None
     return f"no fresh measurement or declared link to {', '.join(c.sites)}"
 
 
-def latency_budget(c: RegionContext) -> str | None:
+def latency_budget(
+    c: JobContext, region: str, path: DataPath | None, loss: float | None
+) -> str | None:
     max_rtt = c.settings.max_rtt_ms(c.job)
-    if c.path is None or max_rtt is None or c.path.rtt_ms <= max_rtt + BUDGET_TOLERANCE:
+    if path is None or max_rtt is None or path.rtt_ms <= max_rtt + BUDGET_TOLERANCE:
         return None
-    return f"RTT {c.path.rtt_ms:.1f} ms to {c.path.site} is over maxRttMs {max_rtt:g}"
+    return f"RTT {path.rtt_ms:.1f} ms to {path.site} is over maxRttMs {max_rtt:g}"
 
 
-def throughput_loss_budget(c: RegionContext) -> str | None:
+def throughput_loss_budget(
+    c: JobContext, region: str, path: DataPath | None, loss: float | None
+) -> str | None:
     max_loss = c.settings.max_throughput_loss(c.job)
-    if c.dataset is None or c.loss is None or max_loss is None:
+    if c.dataset is None or loss is None or max_loss is None:
         return None
-    if c.loss <= max_loss + BUDGET_TOLERANCE:
+    if loss <= max_loss + BUDGET_TOLERANCE:
         return None
     return (
-        f"predicted throughput loss {format_loss(c.loss)} is over maxThroughputLoss "
+        f"predicted throughput loss {format_loss(loss)} is over maxThroughputLoss "
         f"{format_loss(max_loss)}"
     )
 
 
-def insufficient_capacity(c: RegionContext) -> str | None:
+def insufficient_capacity(
+    c: JobContext, region: str, path: DataPath | None, loss: float | None
+) -> str | None:
     """The gang fits when the region's nodes hold `replicas` pods under every node rule."""
     job = c.job
-    slots = c.snapshot.gang_slots(c.region, c.demand)
+    slots = c.snapshot.gang_slots(region, c.demand)
     if slots >= job.replicas:
         return None
     product = f" of {job.gpu_product}" if job.gpu_product else ""
@@ -130,7 +144,7 @@ def insufficient_capacity(c: RegionContext) -> str | None:
         f"gang of {job.replicas} × {job.gpus_per_replica} GPUs{product} does not fit: "
         f"room for {slots} of {job.replicas} replicas"
     )
-    reasons = c.snapshot.shortfall(c.region, c.demand)[:_MAX_SHORTFALL_REASONS]
+    reasons = c.snapshot.shortfall(region, c.demand)[:_MAX_SHORTFALL_REASONS]
     return f"{message} ({'; '.join(reasons)})" if reasons else message
 
 

@@ -116,6 +116,9 @@ class Demand:
     requirements: PodRequirements
     gpu_product: str | None
     slots: dict[int, int] = field(default_factory=dict)  # group id → pods that fit
+    # Region → (the groups it was computed for, the shortfall); a region's groups are replaced,
+    # never changed, when its nodes fill up, so holding them makes the identity check exact.
+    shortfalls: dict[str, tuple[Mapping[int, int], tuple[str, ...]]] = field(default_factory=dict)
 
 
 class GroupTable:

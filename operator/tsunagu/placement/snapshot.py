@@ -268,7 +268,12 @@ class ClusterSnapshot:
     def shortfall(self, region: str, demand: Demand) -> tuple[str, ...]:
         """Why the region's nodes that take no pod of the demand take none (see nodegroups)."""
         state = self._regions[region]
-        return shortfall(self._table, demand, state.groups, state.members, state.nodes)
+        cached = demand.shortfalls.get(region)
+        if cached is not None and cached[0] is state.groups:
+            return cached[1]
+        reasons = shortfall(self._table, demand, state.groups, state.members, state.nodes)
+        demand.shortfalls[region] = (state.groups, reasons)
+        return reasons
 
     def replica_slots(self, region: str, gpu_product: str | None, gpus_per_replica: int) -> int:
         """How many replicas needing GPUs alone the region's nodes (of that product) can hold."""
