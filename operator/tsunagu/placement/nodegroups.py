@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tsunagu.api.names import GPU_RESOURCE, PODS_RESOURCE
-from tsunagu.api.scheduling import HostPort, PodRequirements
+from tsunagu.api.scheduling import HostPort, PodRequirements, ResourceAmounts
 from tsunagu.api.types import NodeInfo
 from tsunagu.placement.noderules import (
     UNBOUNDED,
@@ -53,6 +53,9 @@ class Usage:
     requests: Mapping[str, int]
     pods: int = 0
     ports: tuple[HostPort, ...] = ()
+
+
+_IDLE = Usage({})
 
 
 def node_state(node: NodeInfo, usage: Usage) -> NodeState:
@@ -124,12 +127,31 @@ class Demand:
 class GroupTable:
     """Interned node groups and demands, shared by a snapshot and every one derived from it."""
 
-    __slots__ = ("_demands", "_ids", "states")
+    __slots__ = ("_demands", "_idle", "_ids", "states")
 
     def __init__(self) -> None:
         self._ids: dict[object, int] = {}
         self.states: list[NodeState] = []
         self._demands: dict[tuple[PodRequirements, str | None], Demand] = {}
+        self._idle: dict[object, int] = {}  # nodes that run no pod, by what they offer
+
+    def intern_node(self, node: NodeInfo, usage: Usage | None) -> int:
+        """The group of a node once `usage` is taken (None: the node runs no pod)."""
+        if usage is not None:
+            return self.intern(node_state(node, usage))
+        # Most nodes of a large cluster are alike and idle: skip building their state twice.
+        key = (
+            node.labels,
+            node.taints,
+            node.unschedulable,
+            node.gpu_product,
+            node.allocatable,
+            node.allocatable_gpus,
+        )
+        found = self._idle.get(key)
+        if found is None:
+            found = self._idle[key] = self.intern(node_state(node, _IDLE))
+        return found
 
     def intern(self, state: NodeState) -> int:
         node = state.node
@@ -276,14 +298,14 @@ def shortfall(
     return tuple(f"{count} node{'s' if count != 1 else ''} {detail}" for detail, count in ordered)
 
 
-def usage_of(pods: Iterable[tuple[Mapping[str, int], tuple[HostPort, ...]]]) -> Usage:
-    """The usage of several pods summed."""
+def usage_of(pods: Iterable[tuple[ResourceAmounts, tuple[HostPort, ...]]]) -> Usage:
+    """The usage of several pods, each given by its requests and host ports, summed."""
     requests: dict[str, int] = {}
     ports: list[HostPort] = []
     count = 0
     for pod_requests, pod_ports in pods:
         count += 1
-        for resource, amount in pod_requests.items():
+        for resource, amount in pod_requests:
             requests[resource] = requests.get(resource, 0) + amount
         ports.extend(pod_ports)
     return Usage(requests, count, tuple(ports))

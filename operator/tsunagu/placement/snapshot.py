@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from tsunagu.api.names import GPU_RESOURCE
-from tsunagu.api.scheduling import HostPort, PodRequirements
+from tsunagu.api.scheduling import HostPort, PodRequirements, ResourceAmounts
 from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec, gpu_only_requirements
 from tsunagu.placement.datapath import DataPath, nearest_copy
 from tsunagu.placement.latency import LatencyMatrix
@@ -23,7 +23,6 @@ from tsunagu.placement.nodegroups import (
     Usage,
     after,
     best_fit,
-    node_state,
     shortfall,
     total_slots,
     usage_of,
@@ -133,10 +132,10 @@ class ClusterSnapshot:
         specs = {region.name: region for region in regions}
         node_list = list(nodes)
         node_region = _assign_regions(specs, node_list)
-        bound: dict[str, list[tuple[Mapping[str, int], tuple[HostPort, ...]]]] = defaultdict(list)
+        bound: dict[str, list[tuple[ResourceAmounts, tuple[HostPort, ...]]]] = defaultdict(list)
         for pod in pods:
             if pod.node_name is not None and not pod.terminal:
-                requests = {GPU_RESOURCE: pod.gpus} if pod.requests is None else dict(pod.requests)
+                requests = ((GPU_RESOURCE, pod.gpus),) if pod.requests is None else pod.requests
                 bound[pod.node_name].append((requests, pod.host_ports))
         members: dict[str, list[NodeInfo]] = defaultdict(list)
         for node in node_list:
@@ -161,7 +160,7 @@ class ClusterSnapshot:
     def _region_state(
         spec: RegionSpec,
         nodes: list[NodeInfo],
-        bound: Mapping[str, list[tuple[Mapping[str, int], tuple[HostPort, ...]]]],
+        bound: Mapping[str, list[tuple[ResourceAmounts, tuple[HostPort, ...]]]],
         table: GroupTable,
     ) -> _RegionState:
         eligible: dict[str, NodeInfo] = {}
@@ -170,7 +169,8 @@ class ClusterSnapshot:
         for node in nodes:
             if not node.schedulable and not (node.unschedulable and node.ready):
                 continue
-            group = table.intern(node_state(node, usage_of(bound.get(node.name, ()))))
+            pods = bound.get(node.name)
+            group = table.intern_node(node, usage_of(pods) if pods else None)
             eligible[node.name] = node
             group_of[node.name] = group
             groups[group] = groups.get(group, 0) + 1
@@ -301,9 +301,9 @@ class ClusterSnapshot:
     def with_pods(self, placed: Iterable[tuple[str, PodRequirements]]) -> ClusterSnapshot:
         """A snapshot in which each (node, requirements) pod has been bound: its requests,
         one of the node's pods and its host ports are taken."""
-        by_node: dict[str, list[tuple[Mapping[str, int], tuple[HostPort, ...]]]] = defaultdict(list)
+        by_node: dict[str, list[tuple[ResourceAmounts, tuple[HostPort, ...]]]] = defaultdict(list)
         for node, requirements in placed:
-            by_node[node].append((dict(requirements.requests), requirements.host_ports))
+            by_node[node].append((requirements.requests, requirements.host_ports))
         return self.with_usage({node: usage_of(pods) for node, pods in by_node.items()})
 
     def with_usage(self, usage: Mapping[str, Usage]) -> ClusterSnapshot:
