@@ -1,7 +1,8 @@
 """The decision engine: filter every region, score the feasible ones, select, explain.
 
 `decide` is a pure function of a job and a snapshot; `plan_batch` chains decisions, each one
-taking the GPUs it was given out of the snapshot the next one sees.
+taking every resource of the pods it placed out of the snapshot the next one sees. The region
+filters and their order are the table in `placement.filters`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from tsunagu.placement.snapshot import ClusterSnapshot
 
 MAX_ALTERNATIVES = 8
 DEFAULT_SETTINGS = EngineSettings()
-_STAGE = {reason: index for index, reason in enumerate(FILTER_ORDER)}
 _FEASIBLE_STAGE = len(FILTER_ORDER)
 _FILTER_FUNCTIONS = tuple(enumerate(region_filter for _, region_filter in FILTERS))
 

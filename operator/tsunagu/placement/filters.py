@@ -74,6 +74,8 @@ def format_loss(loss: float) -> str:
 def region_unavailable(
     c: JobContext, region: str, path: DataPath | None, loss: float | None
 ) -> str | None:
+    # A region whose nodes are all cordoned takes no new work, even from pods that tolerate
+    # the cordon: cordoning every node is how a region is drained.
     if c.snapshot.region(region).cordoned:
         return "region is cordoned"
     if not c.snapshot.is_available(region):
