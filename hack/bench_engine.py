@@ -4,7 +4,8 @@
 A synthetic country of regions (random sites in Japan, declared links over the whole mesh, fresh
 measurements on half the pairs), nodes with a mix of GPU products, pods already holding part of
 the GPUs, datasets in every residency mode, and a backlog of jobs that is planned one job at a
-time, each placed job consuming its GPUs (decide + with_allocations, as `plan_batch` does).
+time, each placed job consuming its pods' resources (decide + with_decision, as `plan_batch`
+does).
 
     .venv/bin/python hack/bench_engine.py            # full run: 47 regions × 5,000 nodes, 10k jobs
     .venv/bin/python hack/bench_engine.py --quick    # a short run
@@ -40,7 +41,7 @@ from tsunagu.api.types import (
     ResidencyMode,
     TrainingJobSpec,
 )
-from tsunagu.placement.engine import EngineSettings, allocations_of, decide
+from tsunagu.placement.engine import EngineSettings, decide, with_decision
 from tsunagu.placement.latency import LatencyMatrix, Measurement
 from tsunagu.placement.snapshot import ClusterSnapshot
 from tsunagu.placement.throughput import fibre_floor_ms
@@ -180,7 +181,7 @@ def run(scenario: Scenario, seed: int, settings: EngineSettings) -> Result:
         before = clock()
         decision = decide(job, snapshot, settings)
         if decision.placed:
-            snapshot = snapshot.with_allocations(allocations_of(decision, job))
+            snapshot = with_decision(snapshot, decision, job)
             placed += 1
         timings.append(clock() - before)
     total = clock() - started

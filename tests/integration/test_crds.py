@@ -475,6 +475,14 @@ INVALID_OBJECTS = [
     case("Dataset", {"spec.sizeGiB": -1}, "spec.sizeGiB", id="dataset-size-negative"),
     # TrainingJob
     case("TrainingJob", {"spec.replicas": -1}, "spec.replicas", id="job-replicas-negative"),
+    case("TrainingJob", {"spec.replicas": 0}, "spec.replicas", id="job-replicas-zero"),
+    case(
+        "TrainingJob",
+        {"spec.template.spec.nodeName": "gpu-osaka-0001"},
+        "spec.template.spec.nodeName",
+        "must not be set",
+        id="job-template-fixes-the-node",
+    ),
     case("TrainingJob", {"spec.replicas": 100_000}, "spec.replicas", id="job-replicas-huge"),
     case("TrainingJob", {"spec.replicas": "four"}, "spec.replicas", id="job-replicas-not-a-number"),
     case(
@@ -943,10 +951,8 @@ VALID_OBJECTS = [
                 {
                     "apiVersion": API_VERSION,
                     "kind": "TrainingJob",
-                    "metadata": {"name": "parked"},
+                    "metadata": {"name": "profiled"},
                     "spec": {
-                        "replicas": 0,
-                        "gpusPerReplica": 0,
                         "dataProfile": {"bytesPerStep": 0, "stepComputeMilliseconds": 1},
                         "template": MINIMAL_TEMPLATE,
                     },
@@ -958,7 +964,7 @@ VALID_OBJECTS = [
                 "spec.dataProfile.prefetchDepth": 0,
             },
         ),
-        id="zero-replicas-may-have-zero-gpus",
+        id="data-profile-gets-defaults",
     ),
 ]
 

@@ -198,19 +198,19 @@ def test_creation_timestamp_already_decoded_by_yaml() -> None:
         pytest.param(
             parse_training_job,
             with_change(JOB, "spec.replicas", -1),
-            "TrainingJob team-a/llm-ft: spec.replicas: must be an integer ≥ 0",
+            "TrainingJob team-a/llm-ft: spec.replicas: must be an integer ≥ 1",
             id="job-negative-replicas",
         ),
         pytest.param(
             parse_training_job,
             with_change(JOB, "spec.replicas", "four"),
-            "TrainingJob team-a/llm-ft: spec.replicas: must be an integer ≥ 0",
+            "TrainingJob team-a/llm-ft: spec.replicas: must be an integer ≥ 1",
             id="job-replicas-string",
         ),
         pytest.param(
             parse_training_job,
             with_change(JOB, "spec.replicas", True),
-            "TrainingJob team-a/llm-ft: spec.replicas: must be an integer ≥ 0",
+            "TrainingJob team-a/llm-ft: spec.replicas: must be an integer ≥ 1",
             id="job-replicas-bool",
         ),
         pytest.param(

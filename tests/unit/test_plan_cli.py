@@ -159,7 +159,7 @@ def job_yaml(spec: str) -> str:
         ),
         pytest.param(
             [REGION, DATASET, job_yaml("{replicas: two, gpusPerReplica: 8}")],
-            "bad.yaml document 3 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 0",
+            "bad.yaml document 3 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 1",
             id="wrong-type",
         ),
         pytest.param(
@@ -256,7 +256,7 @@ def test_subprocess_bad_input_has_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
-        f"error: {bad} document 2 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 0\n"
+        f"error: {bad} document 2 (TrainingJob team-a/x): spec.replicas: must be an integer ≥ 1\n"
     )
 
 
@@ -270,3 +270,74 @@ def test_subprocess_json() -> None:
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert [job["region"] for job in json.loads(result.stdout)] == ["fukuoka", None, "osaka"]
+
+
+NODE_RULES_INPUT = """\
+apiVersion: tsunagu.io/v1alpha1
+kind: Region
+metadata: {name: tokyo}
+spec: {}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: tk-infer
+  labels: {topology.kubernetes.io/region: tokyo}
+spec:
+  taints: [{key: dedicated, value: infer, effect: NoSchedule}]
+status:
+  allocatable: {cpu: "96", memory: 1Ti, pods: "110", nvidia.com/gpu: "8"}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: tk-train
+  labels: {topology.kubernetes.io/region: tokyo, pool: train}
+status:
+  allocatable: {cpu: "96", memory: 1Ti, pods: "110", nvidia.com/gpu: "8"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec:
+  nodeName: tk-train
+  containers: [{name: web, resources: {requests: {cpu: "60"}}}]
+status: {phase: Running}
+---
+apiVersion: tsunagu.io/v1alpha1
+kind: TrainingJob
+metadata: {name: cpu-hungry, namespace: team-a}
+spec:
+  gpusPerReplica: 1
+  template:
+    spec:
+      containers: [{name: t, resources: {requests: {cpu: "40"}}}]
+---
+apiVersion: tsunagu.io/v1alpha1
+kind: TrainingJob
+metadata: {name: tolerant, namespace: team-a}
+spec:
+  gpusPerReplica: 1
+  template:
+    spec:
+      tolerations: [{key: dedicated, operator: Exists}]
+      containers: [{name: t, resources: {requests: {cpu: "40"}}}]
+"""
+
+
+def test_plan_honours_taints_and_every_resource(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(NODE_RULES_INPUT, encoding="utf-8")
+    code, out, err = run_plan(capsys, "-f", str(path), "-o", "json")
+    assert (code, err) == (0, "")
+    hungry, tolerant = json.loads(out)
+    assert set(hungry) == JOB_KEYS
+    assert (hungry["placed"], hungry["reason"]) == (False, "InsufficientCapacity")
+    assert tolerant["placed"]
+    assert tolerant["nodes"] == ["tk-infer"]
+    code, out, _ = run_plan(capsys, "-f", str(path))
+    assert code == 0
+    assert "1 node tainted dedicated=infer:NoSchedule not tolerated" in out
+    assert "1 node short of cpu: 40 requested, 36 free on the best node" in out

@@ -80,6 +80,13 @@ class Fields:
     def has(self, key: str) -> bool:
         return self._data.get(key) is not None
 
+    def field_names(self) -> tuple[str, ...]:
+        """The map's keys; a key that is not a string is an error naming it."""
+        for key in self._data:
+            if not isinstance(key, str):
+                raise self.error(str(key), "must be a string key")
+        return tuple(self._data)
+
     def raw(self, key: str) -> object:
         return self._data.get(key)
 

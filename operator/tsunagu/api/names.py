@@ -25,6 +25,13 @@ DATASETS: Final = "datasets"
 TRAINING_JOBS: Final = "trainingjobs"
 
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+CPU_RESOURCE: Final = "cpu"
+MEMORY_RESOURCE: Final = "memory"
+EPHEMERAL_STORAGE_RESOURCE: Final = "ephemeral-storage"
+# status.allocatable.pods: how many pods the node runs at most.
+PODS_RESOURCE: Final = "pods"
+# The taint a cordoned node is treated as carrying (NodeUnschedulable plugin).
+UNSCHEDULABLE_TAINT_KEY: Final = "node.kubernetes.io/unschedulable"
 REGION_LABEL: Final = "topology.kubernetes.io/region"
 GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
 

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 
 from tsunagu.api.fields import UNNAMED, Fields, SpecError
 from tsunagu.api.kube import parse_node, parse_pod
-from tsunagu.api.names import DATASET_KIND, REGION_KIND, TRAINING_JOB_KIND
+from tsunagu.api.names import DATASET_KIND, GPU_RESOURCE, REGION_KIND, TRAINING_JOB_KIND
+from tsunagu.api.podspec import host_ports, pod_requests, required_node_terms, tolerations
+from tsunagu.api.scheduling import PodRequirements
 from tsunagu.api.types import (
     BreachAction,
     DataProfile,
@@ -228,17 +230,51 @@ def _dataset_ref(spec: Fields) -> str | None:
     return ref.required_text("name")
 
 
+# Pod-spec fields whose rules tsunagu does not implement when it binds: refused, never ignored.
+_UNSUPPORTED_IN_BIND = (
+    ("affinity", "podAffinity"),
+    ("affinity", "podAntiAffinity"),
+    ("topologySpreadConstraints",),
+)
+
+
+def _pod_requirements(spec: Fields, mode: PlacementMode, gpus: int) -> PodRequirements:
+    """What each pod of the gang asks of its node: spec.template.spec plus the GPU request."""
+    pod_spec = spec.child_or_empty("template").child_or_empty("spec")
+    if pod_spec.has("nodeName"):
+        raise pod_spec.error("nodeName", "must not be set: tsunagu chooses the node of each pod")
+    if mode is PlacementMode.Bind:
+        for path in _UNSUPPORTED_IN_BIND:
+            parent = pod_spec
+            for key in path[:-1]:
+                parent = parent.child_or_empty(key)
+            if parent.has(path[-1]):
+                raise parent.error(
+                    path[-1],
+                    "is not supported in placement mode Bind (tsunagu binds the pods itself and "
+                    "does not implement it); remove it or use mode Delegate",
+                )
+    return PodRequirements.of(
+        pod_requests(pod_spec, {GPU_RESOURCE: gpus} if gpus > 0 else None),
+        tolerations=tolerations(pod_spec),
+        node_selector=pod_spec.string_map("nodeSelector"),
+        required_terms=required_node_terms(pod_spec),
+        host_ports=host_ports(pod_spec),
+    )
+
+
 def parse_training_job(obj: object) -> TrainingJobSpec:
     root, namespace, name = _metadata(obj, TRAINING_JOB_KIND, namespaced=True)
     spec = root.required_child("spec")
     priority = spec.integer("priority")
     backoff_limit = spec.integer("backoffLimit", minimum=0)
-    replicas = spec.integer("replicas", minimum=0)
+    replicas = spec.integer("replicas", minimum=1)
     gpus_per_replica = spec.integer("gpusPerReplica", minimum=0)
     replicas = 1 if replicas is None else replicas
     gpus_per_replica = 1 if gpus_per_replica is None else gpus_per_replica
-    if replicas > 0 and gpus_per_replica < 1:
+    if gpus_per_replica < 1:
         raise spec.error("gpusPerReplica", "must be ≥ 1 when replicas > 0")
+    placement = _placement(spec)
     return TrainingJobSpec(
         namespace=namespace,
         name=name,
@@ -246,9 +282,10 @@ def parse_training_job(obj: object) -> TrainingJobSpec:
         replicas=replicas,
         gpus_per_replica=gpus_per_replica,
         gpu_product=spec.text("gpuProduct"),
-        placement=_placement(spec),
+        placement=placement,
         data_profile=_data_profile(spec),
         priority=0 if priority is None else priority,
         backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff_limit is None else backoff_limit,
         created_at=_created_at(root),
+        requirements=_pod_requirements(spec, placement.mode, gpus_per_replica),
     )

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tsunagu.api.names import GPU_RESOURCE
+from tsunagu.api.scheduling import HostPort, PodRequirements, ResourceAmounts, Taint
+
 # A namespaced object's identity inside the operator: (namespace, name).
 JobKey = tuple[str, str]
 
@@ -156,6 +159,9 @@ class TrainingJobSpec:
     backoff_limit: int = 3
     # Unix seconds from metadata.creationTimestamp; 0 when unknown.
     created_at: float = 0.0
+    # What each pod of the gang asks of its node, from spec.template and gpusPerReplica; None
+    # (a spec built in code without a template) means the GPUs alone.
+    requirements: PodRequirements | None = None
 
     @property
     def key(self) -> JobKey:
@@ -164,6 +170,23 @@ class TrainingJobSpec:
     @property
     def total_gpus(self) -> int:
         return self.replicas * self.gpus_per_replica
+
+    @property
+    def pod_requirements(self) -> PodRequirements:
+        if self.requirements is not None:
+            return self.requirements
+        return gpu_only_requirements(self.gpus_per_replica)
+
+
+_GPU_ONLY: dict[int, PodRequirements] = {}
+
+
+def gpu_only_requirements(gpus: int) -> PodRequirements:
+    """The requirements of a pod that asks for GPUs and nothing else (shared instances)."""
+    found = _GPU_ONLY.get(gpus)
+    if found is None:
+        found = _GPU_ONLY.setdefault(gpus, PodRequirements.of({GPU_RESOURCE: gpus}))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +198,14 @@ class NodeInfo:
     # False when cordoned (spec.unschedulable) or its Ready condition is present and not True.
     schedulable: bool
     labels: tuple[tuple[str, str], ...] = ()
+    taints: tuple[Taint, ...] = ()
+    # status.allocatable of every resource (cpu in milli-units); None for a node described by
+    # its GPUs alone, which limits nothing else (nodes built in code, simulated topologies).
+    allocatable: ResourceAmounts | None = None
+    # spec.unschedulable (cordoned), and the Ready condition: a cordoned but ready node still
+    # takes pods that tolerate node.kubernetes.io/unschedulable.
+    unschedulable: bool = False
+    ready: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +216,6 @@ class PodUsage:
     gpus: int
     # Succeeded or Failed: its GPUs are free again.
     terminal: bool
+    # Effective request of every resource (see api.podspec.pod_requests); None: the GPUs alone.
+    requests: ResourceAmounts | None = None
+    host_ports: tuple[HostPort, ...] = ()

@@ -1,7 +1,8 @@
 """The decision engine: filter every region, score the feasible ones, select, explain.
 
 `decide` is a pure function of a job and a snapshot; `plan_batch` chains decisions, each one
-taking the GPUs it was given out of the snapshot the next one sees.
+taking every resource of the pods it placed out of the snapshot the next one sees. The region
+filters and their order are the table in `placement.filters`.
 """
 
 from __future__ import annotations
@@ -11,48 +12,38 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tsunagu.api.conditions import FILTER_ORDER, Reason
-from tsunagu.api.types import DatasetSpec, Objective, TrainingJobSpec
+from tsunagu.api.scheduling import PodRequirements
+from tsunagu.api.types import DatasetSpec, TrainingJobSpec
 from tsunagu.placement.datapath import DataPath, nearest_copy, predicted_loss
-from tsunagu.placement.latency import LatencyMatrix
-from tsunagu.placement.residency import data_sites, residency_allows
-from tsunagu.placement.scoring import (
-    DEFAULT_OBJECTIVE_WEIGHTS,
-    ObjectiveWeights,
-    RegionCosts,
-    score,
+from tsunagu.placement.filters import (
+    BUDGET_TOLERANCE,
+    FILTERS,
+    EngineSettings,
+    JobContext,
+    format_loss,
 )
+from tsunagu.placement.latency import LatencyMatrix
+from tsunagu.placement.residency import data_sites
+from tsunagu.placement.scoring import RegionCosts, score
 from tsunagu.placement.snapshot import ClusterSnapshot
 
 MAX_ALTERNATIVES = 8
-# Budgets compare floats that went through arithmetic; this keeps 15.000000000000002 within 15.
-_BUDGET_TOLERANCE = 1e-9
-_STAGE = {reason: index for index, reason in enumerate(FILTER_ORDER)}
+DEFAULT_SETTINGS = EngineSettings()
 _FEASIBLE_STAGE = len(FILTER_ORDER)
+_FILTER_FUNCTIONS = tuple(enumerate(region_filter for _, region_filter in FILTERS))
 
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    # Budgets for jobs that leave theirs unset (None: unset budgets do not constrain).
-    default_max_rtt_ms: float | None = None
-    default_max_throughput_loss: float | None = None
-    # Link bandwidth the data-stall model assumes where a link declares none.
-    default_bandwidth_gbps: float = 10.0
-    preferred_bonus: float = 0.1
-    objective_weights: tuple[tuple[Objective, ObjectiveWeights], ...] = DEFAULT_OBJECTIVE_WEIGHTS
-
-    def weights_for(self, objective: Objective) -> ObjectiveWeights:
-        for candidate, weights in self.objective_weights:
-            if candidate == objective:
-                return weights
-        return ObjectiveWeights(time=1.0, price=1.0, carbon=1.0)
-
-    def max_rtt_ms(self, job: TrainingJobSpec) -> float | None:
-        own = job.placement.max_rtt_ms
-        return own if own is not None else self.default_max_rtt_ms
-
-    def max_throughput_loss(self, job: TrainingJobSpec) -> float | None:
-        own = job.placement.max_throughput_loss
-        return own if own is not None else self.default_max_throughput_loss
+__all__ = [
+    "MAX_ALTERNATIVES",
+    "Candidate",
+    "Decision",
+    "EngineSettings",
+    "allocations_of",
+    "decide",
+    "latency_budget_status",
+    "placed_pods",
+    "plan_batch",
+    "with_decision",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,71 +93,23 @@ def _not_placed(job: TrainingJobSpec, reason: Reason, message: str) -> Decision:
     return Decision(job.key, False, None, reason, message, None, None, None, (), ())
 
 
-def _fmt_loss(loss: float) -> str:
-    return f"{loss:.1%}"
-
-
-def _evaluate(
-    job: TrainingJobSpec,
-    dataset: DatasetSpec | None,
-    sites: tuple[str, ...],
-    region: str,
-    snapshot: ClusterSnapshot,
-    settings: EngineSettings,
-) -> _Evaluation:
+def _evaluate(context: JobContext, region: str) -> _Evaluation:
     """Run the filters of DESIGN.md §3 on one region, in order, stopping at the first that fails."""
     path: DataPath | None = None
     loss: float | None = 0.0
-    if dataset is not None:
-        path = snapshot.data_path(region, sites)
+    if context.dataset is not None:
+        path = context.snapshot.data_path(region, context.sites)
         loss = (
             None
             if path is None
-            else predicted_loss(job.data_profile, path, settings.default_bandwidth_gbps)
+            else predicted_loss(
+                context.job.data_profile, path, context.settings.default_bandwidth_gbps
+            )
         )
-
-    def reject(reason: Reason, message: str) -> _Evaluation:
-        return _Evaluation(region, _STAGE[reason], message, path, loss)
-
-    if snapshot.region(region).cordoned:
-        return reject(Reason.RegionUnavailable, "region is cordoned")
-    if not snapshot.is_available(region):
-        return reject(Reason.RegionUnavailable, "region has no ready nodes")
-    if region in job.placement.excluded_regions:
-        return reject(Reason.RegionExcluded, "listed in spec.placement.excludedRegions")
-    if dataset is not None:
-        if not residency_allows(dataset, region):
-            return reject(
-                Reason.DataResidency,
-                f"dataset {dataset.namespace}/{dataset.name} ({dataset.residency.mode}) "
-                f"does not allow compute here",
-            )
-        if path is None or loss is None:
-            return reject(
-                Reason.LatencyUnknown,
-                f"no fresh measurement or declared link to {', '.join(sites)}",
-            )
-        max_rtt = settings.max_rtt_ms(job)
-        if max_rtt is not None and path.rtt_ms > max_rtt + _BUDGET_TOLERANCE:
-            return reject(
-                Reason.LatencyBudget,
-                f"RTT {path.rtt_ms:.1f} ms to {path.site} is over maxRttMs {max_rtt:g}",
-            )
-        max_loss = settings.max_throughput_loss(job)
-        if max_loss is not None and loss > max_loss + _BUDGET_TOLERANCE:
-            return reject(
-                Reason.ThroughputLossBudget,
-                f"predicted throughput loss {_fmt_loss(loss)} is over maxThroughputLoss "
-                f"{_fmt_loss(max_loss)}",
-            )
-    slots = snapshot.replica_slots(region, job.gpu_product, job.gpus_per_replica)
-    if slots < job.replicas:
-        product = f" of {job.gpu_product}" if job.gpu_product else ""
-        return reject(
-            Reason.InsufficientCapacity,
-            f"gang of {job.replicas} × {job.gpus_per_replica} GPUs{product} does not fit: "
-            f"room for {slots} of {job.replicas} replicas",
-        )
+    for stage, region_filter in _FILTER_FUNCTIONS:
+        message = region_filter(context, region, path, loss)
+        if message is not None:
+            return _Evaluation(region, stage, message, path, loss)
     return _Evaluation(region, _FEASIBLE_STAGE, "", path, loss)
 
 
@@ -176,7 +119,7 @@ def _feasible_message(evaluation: _Evaluation, region_score: float) -> str:
     loss = evaluation.loss if evaluation.loss is not None else 0.0
     return (
         f"RTT {evaluation.path.rtt_ms:.1f} ms to {evaluation.path.site}, predicted loss "
-        f"{_fmt_loss(loss)}, score {region_score:.3f}"
+        f"{format_loss(loss)}, score {region_score:.3f}"
     )
 
 
@@ -186,7 +129,7 @@ def _rank_key(candidate: Candidate, stage: int) -> tuple[int, float, str]:
 
 
 def decide(
-    job: TrainingJobSpec, snapshot: ClusterSnapshot, settings: EngineSettings = EngineSettings()
+    job: TrainingJobSpec, snapshot: ClusterSnapshot, settings: EngineSettings = DEFAULT_SETTINGS
 ) -> Decision:
     """Where the job should run now, and why, against this snapshot."""
     regions = snapshot.region_names
@@ -204,7 +147,9 @@ def decide(
             )
         sites = data_sites(dataset)
 
-    evaluations = [_evaluate(job, dataset, sites, name, snapshot, settings) for name in regions]
+    demand = snapshot.demand(job.pod_requirements, job.gpu_product)
+    context = JobContext(job, dataset, sites, snapshot, settings, demand)
+    evaluations = [_evaluate(context, name) for name in regions]
     feasible = [e for e in evaluations if e.stage == _FEASIBLE_STAGE]
     preferred = set(job.placement.preferred_regions)
     scores = score(
@@ -251,8 +196,8 @@ def decide(
     if not best.feasible:
         return _explain_rejection(job, tuple(candidates))
 
-    nodes = snapshot.pack(best.region, job.gpu_product, job.replicas, job.gpus_per_replica)
-    if nodes is None:  # replica_slots said it fits; packing must agree
+    nodes = snapshot.pack_gang(best.region, demand, job.replicas)
+    if nodes is None:  # gang_slots said it fits; packing must agree
         raise AssertionError(f"gang of {job.key} fits {best.region} but cannot be packed")
     chosen = Candidate(
         best.region, True, Reason.Placed, best.message, best.rtt_ms, best.predicted_loss, best.score
@@ -293,24 +238,40 @@ def _explain_rejection(job: TrainingJobSpec, candidates: tuple[Candidate, ...]) 
 
 
 def allocations_of(decision: Decision, job: TrainingJobSpec) -> dict[str, int]:
-    """GPUs the decision takes from each node."""
+    """GPUs the decision takes from each node (`placed_pods` has every resource)."""
     taken: dict[str, int] = {}
     for node in decision.nodes:
         taken[node] = taken.get(node, 0) + job.gpus_per_replica
     return taken
 
 
+def placed_pods(
+    decision: Decision, job: TrainingJobSpec
+) -> tuple[tuple[str, PodRequirements], ...]:
+    """The pods a decision binds: (node, requirements) per rank."""
+    requirements = job.pod_requirements
+    return tuple((node, requirements) for node in decision.nodes)
+
+
+def with_decision(
+    snapshot: ClusterSnapshot, decision: Decision, job: TrainingJobSpec
+) -> ClusterSnapshot:
+    """The snapshot once the decision's pods are bound, every resource of each taken."""
+    if not decision.placed:
+        return snapshot
+    return snapshot.with_pods(placed_pods(decision, job))
+
+
 def plan_batch(
     jobs: Iterable[TrainingJobSpec],
     snapshot: ClusterSnapshot,
-    settings: EngineSettings = EngineSettings(),
+    settings: EngineSettings = DEFAULT_SETTINGS,
 ) -> tuple[tuple[Decision, ...], ClusterSnapshot]:
-    """Decide each job in the order given, each placed job consuming its GPUs for the next."""
+    """Decide each job in the order given, each placed job consuming its pods' resources."""
     decisions: list[Decision] = []
     for job in jobs:
         decision = decide(job, snapshot, settings)
-        if decision.placed:
-            snapshot = snapshot.with_allocations(allocations_of(decision, job))
+        snapshot = with_decision(snapshot, decision, job)
         decisions.append(decision)
     return tuple(decisions), snapshot
 
@@ -321,7 +282,7 @@ def latency_budget_status(
     region: str,
     matrix: LatencyMatrix,
     now: float,
-    settings: EngineSettings = EngineSettings(),
+    settings: EngineSettings = DEFAULT_SETTINGS,
 ) -> tuple[bool | None, float | None]:
     """Whether a job running in `region` is within its RTT budget now, and the RTT used.
 
@@ -337,4 +298,4 @@ def latency_budget_status(
         return True, rtt
     if rtt is None:
         return None, None
-    return rtt <= max_rtt + _BUDGET_TOLERANCE, rtt
+    return rtt <= max_rtt + BUDGET_TOLERANCE, rtt

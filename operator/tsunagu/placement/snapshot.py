@@ -1,8 +1,9 @@
 """An immutable picture of the cluster that the engine decides against.
 
 Built once per round from regions, nodes, pods, datasets and the latency matrix. Placing a job
-does not mutate it: `with_allocations` returns a new snapshot that copies only the regions whose
-nodes lost GPUs, so a batch of thousands of decisions stays cheap.
+does not mutate it: `with_pods` returns a new snapshot that copies only the regions whose nodes
+gave up resources, so a batch of thousands of decisions stays cheap. Which pods fit a node is
+decided by `noderules` (kube-scheduler's filters), per group of alike nodes (`nodegroups`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec
-from tsunagu.placement.capacity import add_to_histogram, pack_gang, replica_slots
+from tsunagu.api.names import GPU_RESOURCE
+from tsunagu.api.scheduling import HostPort, PodRequirements, ResourceAmounts
+from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec, gpu_only_requirements
 from tsunagu.placement.datapath import DataPath, nearest_copy
 from tsunagu.placement.latency import LatencyMatrix
+from tsunagu.placement.nodegroups import (
+    Demand,
+    GroupTable,
+    Usage,
+    after,
+    best_fit,
+    shortfall,
+    total_slots,
+    usage_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +48,11 @@ class _RegionState:
     ready_nodes: int
     gpu_capacity: int
     gpu_allocatable: int
-    # Schedulable nodes only; these three change together in `with_allocations`.
-    free: dict[str, int]
-    product_of: dict[str, str | None]
-    histograms: dict[str | None, dict[int, int]]  # by GPU product
-    total_histogram: dict[int, int]
-
-    def histogram(self, product: str | None) -> Mapping[int, int]:
-        if product is None:
-            return self.total_histogram
-        return self.histograms.get(product, {})
+    # Nodes that may take a pod: schedulable ones, and cordoned but ready ones (for pods that
+    # tolerate the cordon). `members` and `groups` change together in `with_usage`.
+    nodes: Mapping[str, NodeInfo]
+    members: dict[str, int]  # node → group id
+    groups: dict[int, int]  # group id → number of nodes
 
 
 def _assign_regions(regions: Mapping[str, RegionSpec], nodes: Iterable[NodeInfo]) -> dict[str, str]:
@@ -81,7 +88,15 @@ def _assign_regions(regions: Mapping[str, RegionSpec], nodes: Iterable[NodeInfo]
 class ClusterSnapshot:
     """Regions with their free GPUs per node, datasets and latency, at one moment."""
 
-    __slots__ = ("_datasets", "_node_region", "_path_cache", "_regions", "latency", "now")
+    __slots__ = (
+        "_datasets",
+        "_node_region",
+        "_path_cache",
+        "_regions",
+        "_table",
+        "latency",
+        "now",
+    )
 
     def __init__(
         self,
@@ -91,6 +106,7 @@ class ClusterSnapshot:
         latency: LatencyMatrix,
         now: float,
         path_cache: dict[tuple[str, tuple[str, ...]], DataPath | None] | None = None,
+        table: GroupTable | None = None,
     ) -> None:
         self._regions = regions
         self._node_region = node_region
@@ -100,6 +116,8 @@ class ClusterSnapshot:
         # Latency and time never change between a snapshot and those derived from it, so the
         # paths to data computed for one decision hold for every later one in the batch.
         self._path_cache = {} if path_cache is None else path_cache
+        # Node groups and the answers cached per requirement, shared for the same reason.
+        self._table = GroupTable() if table is None else table
 
     @classmethod
     def build(
@@ -114,17 +132,19 @@ class ClusterSnapshot:
         specs = {region.name: region for region in regions}
         node_list = list(nodes)
         node_region = _assign_regions(specs, node_list)
-        used: dict[str, int] = defaultdict(int)
+        bound: dict[str, list[tuple[ResourceAmounts, tuple[HostPort, ...]]]] = defaultdict(list)
         for pod in pods:
             if pod.node_name is not None and not pod.terminal:
-                used[pod.node_name] += pod.gpus
+                requests = ((GPU_RESOURCE, pod.gpus),) if pod.requests is None else pod.requests
+                bound[pod.node_name].append((requests, pod.host_ports))
         members: dict[str, list[NodeInfo]] = defaultdict(list)
         for node in node_list:
             region_name = node_region.get(node.name)
             if region_name is not None:
                 members[region_name].append(node)
+        table = GroupTable()
         states = {
-            name: cls._region_state(spec, members.get(name, []), used)
+            name: cls._region_state(spec, members.get(name, []), bound, table)
             for name, spec in sorted(specs.items())
         }
         return cls(
@@ -133,34 +153,36 @@ class ClusterSnapshot:
             {dataset.key: dataset for dataset in datasets},
             latency,
             now,
+            table=table,
         )
 
     @staticmethod
     def _region_state(
-        spec: RegionSpec, nodes: list[NodeInfo], used: Mapping[str, int]
+        spec: RegionSpec,
+        nodes: list[NodeInfo],
+        bound: Mapping[str, list[tuple[ResourceAmounts, tuple[HostPort, ...]]]],
+        table: GroupTable,
     ) -> _RegionState:
-        free: dict[str, int] = {}
-        product_of: dict[str, str | None] = {}
-        histograms: dict[str | None, dict[int, int]] = defaultdict(dict)
-        total_histogram: dict[int, int] = {}
+        eligible: dict[str, NodeInfo] = {}
+        group_of: dict[str, int] = {}
+        groups: dict[int, int] = {}
         for node in nodes:
-            if not node.schedulable:
+            if not node.schedulable and not (node.unschedulable and node.ready):
                 continue
-            node_free = max(node.allocatable_gpus - used.get(node.name, 0), 0)
-            free[node.name] = node_free
-            product_of[node.name] = node.gpu_product
-            add_to_histogram(histograms[node.gpu_product], node_free, 1)
-            add_to_histogram(total_histogram, node_free, 1)
+            pods = bound.get(node.name)
+            group = table.intern_node(node, usage_of(pods) if pods else None)
+            eligible[node.name] = node
+            group_of[node.name] = group
+            groups[group] = groups.get(group, 0) + 1
         return _RegionState(
             spec=spec,
             node_names=tuple(sorted(node.name for node in nodes)),
-            ready_nodes=len(free),
+            ready_nodes=sum(1 for node in nodes if node.schedulable),
             gpu_capacity=sum(node.allocatable_gpus for node in nodes),
             gpu_allocatable=sum(node.allocatable_gpus for node in nodes if node.schedulable),
-            free=free,
-            product_of=product_of,
-            histograms=dict(histograms),
-            total_histogram=total_histogram,
+            nodes=eligible,
+            members=group_of,
+            groups=groups,
         )
 
     # Regions -----------------------------------------------------------------------------
@@ -186,7 +208,12 @@ class ClusterSnapshot:
 
     def capacity(self, name: str) -> RegionCapacity:
         state = self._regions[name]
-        free = sum(state.free.values())
+        states = self._table.states
+        free = sum(
+            states[group].free_gpus
+            for node, group in state.members.items()
+            if state.nodes[node].schedulable
+        )
         return RegionCapacity(
             nodes=len(state.node_names),
             ready_nodes=state.ready_nodes,
@@ -210,64 +237,113 @@ class ClusterSnapshot:
         region = self._node_region.get(node)
         if region is None:
             return None
-        return self._regions[region].free.get(node)
+        state = self._regions[region]
+        group = state.members.get(node)
+        if group is None or not state.nodes[node].schedulable:
+            return None
+        return self._table.states[group].free_gpus
+
+    def node_free(self, node: str) -> Mapping[str, int] | None:
+        """Every resource free on a node that may take pods (cpu in milli-units)."""
+        region = self._node_region.get(node)
+        if region is None:
+            return None
+        group = self._regions[region].members.get(node)
+        return None if group is None else self._table.states[group].free
+
+    def demand(self, requirements: PodRequirements, gpu_product: str | None) -> Demand:
+        """The key under which answers for one pod requirement are cached across the batch."""
+        return self._table.demand(requirements, gpu_product)
+
+    def gang_slots(self, region: str, demand: Demand) -> int:
+        """How many pods of the demand the region's nodes can still take, under every rule."""
+        state = self._regions[region]
+        return total_slots(self._table, demand, state.groups, state.members, state.nodes)
+
+    def pack_gang(self, region: str, demand: Demand, replicas: int) -> tuple[str, ...] | None:
+        """Node per rank by best-fit packing, or None if the gang does not fit."""
+        state = self._regions[region]
+        return best_fit(self._table, demand, state.members, state.nodes, replicas)
+
+    def shortfall(self, region: str, demand: Demand) -> tuple[str, ...]:
+        """Why the region's nodes that take no pod of the demand take none (see nodegroups)."""
+        state = self._regions[region]
+        cached = demand.shortfalls.get(region)
+        if cached is not None and cached[0] is state.groups:
+            return cached[1]
+        reasons = shortfall(self._table, demand, state.groups, state.members, state.nodes)
+        demand.shortfalls[region] = (state.groups, reasons)
+        return reasons
 
     def replica_slots(self, region: str, gpu_product: str | None, gpus_per_replica: int) -> int:
-        """How many replicas of that size the region's nodes (of that product) can still hold."""
-        histogram = self._regions[region].histogram(gpu_product)
-        return replica_slots(histogram, gpus_per_replica)
+        """How many replicas needing GPUs alone the region's nodes (of that product) can hold."""
+        return self.gang_slots(
+            region, self.demand(gpu_only_requirements(gpus_per_replica), gpu_product)
+        )
 
     def pack(
         self, region: str, gpu_product: str | None, replicas: int, gpus_per_replica: int
     ) -> tuple[str, ...] | None:
-        """Node per rank by best-fit packing, or None if the gang does not fit."""
-        state = self._regions[region]
-        candidates = (
-            state.free.items()
-            if gpu_product is None
-            else (
-                (name, free)
-                for name, free in state.free.items()
-                if state.product_of[name] == gpu_product
-            )
-        )
-        return pack_gang(candidates, replicas, gpus_per_replica)
+        """Node per rank for replicas needing GPUs alone, or None if the gang does not fit."""
+        demand = self.demand(gpu_only_requirements(gpus_per_replica), gpu_product)
+        return self.pack_gang(region, demand, replicas)
 
     def with_allocations(self, allocations: Mapping[str, int]) -> ClusterSnapshot:
-        """A snapshot in which the named nodes have given up that many more GPUs.
+        """A snapshot in which the named nodes have given up that many more GPUs (and nothing
+        else: see `with_pods` for pods with every resource).
 
         Nodes that are unknown or take no work are ignored; a node never goes below 0 free.
         """
-        touched: dict[str, dict[str, int]] = defaultdict(dict)
-        for node, gpus in allocations.items():
+        return self.with_usage(
+            {node: Usage({GPU_RESOURCE: gpus}) for node, gpus in allocations.items() if gpus}
+        )
+
+    def with_pods(self, placed: Iterable[tuple[str, PodRequirements]]) -> ClusterSnapshot:
+        """A snapshot in which each (node, requirements) pod has been bound: its requests,
+        one of the node's pods and its host ports are taken."""
+        by_node: dict[str, list[tuple[ResourceAmounts, tuple[HostPort, ...]]]] = defaultdict(list)
+        for node, requirements in placed:
+            by_node[node].append((requirements.requests, requirements.host_ports))
+        return self.with_usage({node: usage_of(pods) for node, pods in by_node.items()})
+
+    def with_usage(self, usage: Mapping[str, Usage]) -> ClusterSnapshot:
+        """A snapshot in which the named nodes have given up that usage more.
+
+        Only the regions touched are copied; unknown nodes and nodes that take no work are
+        ignored.
+        """
+        touched: dict[str, dict[str, Usage]] = defaultdict(dict)
+        for node, taken in usage.items():
             region = self._node_region.get(node)
-            if region is not None and node in self._regions[region].free and gpus:
-                touched[region][node] = touched[region].get(node, 0) + gpus
+            if region is not None and node in self._regions[region].members:
+                touched[region][node] = taken
         if not touched:
             return self
+        table = self._table
         regions = dict(self._regions)
-        for region_name, taken in touched.items():
+        for region_name, taken_by_node in touched.items():
             state = regions[region_name]
-            free = dict(state.free)
-            histograms = dict(state.histograms)
-            total_histogram = dict(state.total_histogram)
-            copied_products: set[str | None] = set()
-            for node, gpus in taken.items():
-                before = free[node]
-                after = max(before - gpus, 0)
-                free[node] = after
-                product = state.product_of[node]
-                if product not in copied_products:
-                    histograms[product] = dict(histograms[product])
-                    copied_products.add(product)
-                for histogram in (histograms[product], total_histogram):
-                    add_to_histogram(histogram, before, -1)
-                    add_to_histogram(histogram, after, 1)
-            regions[region_name] = replace(
-                state, free=free, histograms=histograms, total_histogram=total_histogram
-            )
+            members = dict(state.members)
+            groups = dict(state.groups)
+            for node, taken in taken_by_node.items():
+                before = members[node]
+                group = table.intern(after(table.states[before], taken))
+                members[node] = group
+                remaining = groups[before] - 1
+                if remaining:
+                    groups[before] = remaining
+                else:
+                    del groups[before]
+                groups[group] = groups.get(group, 0) + 1
+            regions[region_name] = replace(state, members=members, groups=groups)
         return ClusterSnapshot(
-            regions, self._node_region, self._datasets, self.latency, self.now, self._path_cache
+            regions,
+            self._node_region,
+            self._datasets,
+            self.latency,
+            self.now,
+            self._path_cache,
+            table,
         )
 
     # Latency -----------------------------------------------------------------------------
