@@ -218,3 +218,14 @@ def test_gpu_only_jobs_see_the_same_capacity_as_before(replicas: int) -> None:
     plain = job(dataset_name=None, replicas=replicas, gpus=8)
     assert decide(plain, world).nodes == ("a1", "a2")[:replicas]
     assert plain.namespace == NAMESPACE
+
+
+def test_prefer_no_schedule_orders_nodes_without_excluding_them() -> None:
+    soft = Taint("spot", "", TaintEffect.PreferNoSchedule)
+    nodes = [node("a1", taints=(soft,)), node("a2")]
+    pods = (busy("a2", gpus=4),)
+    # a1 fits tighter by GPUs (a2 is half full) but carries an untolerated preference.
+    assert decide_on(nodes, gang(2, 4), pods).nodes == ("a2", "a1")
+    tolerant = gang(1, 4, tolerations=(Toleration("spot", TolerationOperator.Exists),))
+    assert decide_on(nodes, tolerant, pods).nodes == ("a2",)
+    assert decide_on([node("a1", taints=(soft,))], gang(1, 4)).nodes == ("a1",)

@@ -24,6 +24,7 @@ from tsunagu.placement.noderules import (
     resource_verdict,
     static_verdict,
     tolerates,
+    untolerated_preferences,
     untolerated_taint,
 )
 
@@ -321,3 +322,10 @@ def test_taint_verdict_says_which_taint() -> None:
 )
 def test_format_amount(resource: str, amount: int, text: str) -> None:
     assert format_amount(resource, amount) == text
+
+
+def test_untolerated_preferences_count_prefer_no_schedule_only() -> None:
+    soft = Taint("spot", "", PREFER)
+    assert untolerated_preferences((soft, DEDICATED), ()) == 1
+    assert untolerated_preferences((soft,), (Toleration("spot", EXISTS, "", PREFER),)) == 0
+    assert untolerated_preferences((soft,), (Toleration("spot", EXISTS, "", NO_SCHEDULE),)) == 1

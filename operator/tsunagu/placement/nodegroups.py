@@ -24,6 +24,7 @@ from tsunagu.placement.noderules import (
     port_in_use,
     resource_verdict,
     static_verdict,
+    untolerated_preferences,
 )
 
 
@@ -227,27 +228,28 @@ def best_fit(
 ) -> tuple[str, ...] | None:
     """The node of each rank by best-fit packing, or None when the gang does not fit.
 
-    Each replica goes to the node with the fewest free GPUs that still fits it, ties by name.
-    Taking a pod only makes that node a tighter fit, so it keeps receiving replicas until it
-    holds no more, and one sorted pass places the whole gang.
+    Each replica goes to the node with the fewest free GPUs that still fits it, ties by name;
+    nodes with PreferNoSchedule taints the pod does not tolerate come after all others, the
+    fewer such taints the sooner. Taking a pod only makes that node a tighter fit, so it keeps
+    receiving replicas until it holds no more, and one sorted pass places the whole gang.
     """
     if replicas <= 0:
         return ()
-    by_name = demand.requirements.reads_node_name
+    requirements = demand.requirements
     fitting = []
     for name, group in members.items():
         state = table.states[group]
-        if by_name:
-            slots = pods_that_fit(
-                _named(state, nodes[name]), demand.requirements, demand.gpu_product
-            )
+        if requirements.reads_node_name:
+            slots = pods_that_fit(_named(state, nodes[name]), requirements, demand.gpu_product)
         else:
             slots = table.slots(group, demand)
         if slots:
-            fitting.append((state.free_gpus, name, slots))
+            taints = state.node.taints
+            avoid = untolerated_preferences(taints, requirements.tolerations) if taints else 0
+            fitting.append((avoid, state.free_gpus, name, slots))
     fitting.sort()
     ranks: list[str] = []
-    for _, name, slots in fitting:
+    for _, _, name, slots in fitting:
         ranks.extend([name] * min(slots, replicas - len(ranks)))
         if len(ranks) == replicas:
             return tuple(ranks)

@@ -87,6 +87,18 @@ def untolerated_taint(taints: Iterable[Taint], tolerations: Iterable[Toleration]
     return None
 
 
+def untolerated_preferences(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> int:
+    """PreferNoSchedule taints no toleration tolerates: TaintToleration's Score, where a node
+    with fewer of them ranks higher. It orders nodes, it never excludes one."""
+    kept = tuple(tolerations)
+    return sum(
+        1
+        for taint in taints
+        if taint.effect is TaintEffect.PreferNoSchedule
+        and not any(tolerates(t, taint) for t in kept)
+    )
+
+
 def blocked_by_cordon(node: NodeInfo, tolerations: Iterable[Toleration]) -> bool:
     """NodeUnschedulable: a cordoned node takes only pods tolerating its unschedulable taint."""
     return node.unschedulable and not any(tolerates(t, _UNSCHEDULABLE_TAINT) for t in tolerations)
