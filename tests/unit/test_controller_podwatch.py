@@ -115,7 +115,7 @@ def test_observing_pods_records_gpus_and_wakes_the_loop_when_they_come_free() ->
         observe_pods(
             op.cluster.view, [("ADDED", pod("train-0", "1", "n1", "Running"))], op.pods_changed
         )
-        assert op.cluster.view.gpu_pods[("team", "train-0")].gpus == 8
+        assert op.cluster.view.pods[("team", "train-0")].gpus == 8
         assert op.cluster.view.pods_of(("team", "train"))["train-0"].node_name == "n1"
         op.queue._wake.clear()
         observe_pods(
@@ -125,7 +125,7 @@ def test_observing_pods_records_gpus_and_wakes_the_loop_when_they_come_free() ->
         observe_pods(
             op.cluster.view, [("DELETED", pod("train-0", "3", "n1", "Succeeded"))], op.pods_changed
         )
-        assert op.cluster.view.gpu_pods == {}
+        assert op.cluster.view.pods == {}
         assert op.cluster.view.pods_of(("team", "train")) == {}
 
     asyncio.run(scenario())
@@ -143,7 +143,7 @@ def test_a_fresh_list_forgets_pods_whose_deletion_the_watch_missed() -> None:
         op.queue._wake.clear()
         assert await list_pods(op.cluster.client, op.cluster.view, op.pods_changed) == "25"
         assert sorted(op.cluster.view.pods_of(("team", "train"))) == ["train-0", "train-2"]
-        assert sorted(name for _, name in op.cluster.view.gpu_pods) == ["train-0", "train-2"]
+        assert sorted(name for _, name in op.cluster.view.pods) == ["train-0", "train-2"]
         assert op.queue._wake.is_set()  # the GPUs of train-1 and train-3 came free
 
     asyncio.run(scenario())

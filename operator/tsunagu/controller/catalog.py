@@ -138,7 +138,7 @@ class Catalog:
         pods: list[PodUsage] = []
         for view in clusters:
             nodes.extend(view.nodes.values())
-            pods.extend(view.gpu_pods.values())
+            pods.extend(view.pods.values())
         seen = {(p.namespace, p.name) for p in pods if p.node_name}
         pods.extend(p for p in assumed if (p.namespace, p.name) not in seen)
         # A Dataset being deleted takes no new jobs; those running on it keep it (finalizer).

@@ -51,3 +51,8 @@ INTERNAL_ERRORS = Counter(
     "Unexpected errors handling one job or region, by loop; the loop went on with the others.",
     ["loop"],
 )
+OVERCOMMITTED_NODES = Gauge(
+    "tsunagu_overcommitted_nodes",
+    "Nodes whose bound pods request more of some resource than the node allocates, by region.",
+    ["region"],
+)

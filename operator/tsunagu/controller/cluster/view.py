@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tsunagu.api.names import JOB_LABEL, RANK_LABEL
+from tsunagu.api.names import GPU_RESOURCE, JOB_LABEL, PODS_RESOURCE, RANK_LABEL
 from tsunagu.api.parse import SpecError, parse_node, parse_pod
 from tsunagu.api.types import JobKey, NodeInfo, PodUsage
 
@@ -52,6 +52,11 @@ _ADMISSION_REASONS = frozenset({"UnexpectedAdmissionError", "NodeAffinity", "Tai
 
 def _is_admission_refusal(reason: str | None) -> bool:
     return reason is not None and (reason.startswith("OutOf") or reason in _ADMISSION_REASONS)
+
+
+def _holds(pod: PodUsage) -> bool:
+    """Whether the pod takes anything from a node now: bound and not finished."""
+    return pod.node_name is not None and not pod.terminal
 
 
 def _controller(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -107,10 +112,12 @@ def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
 
 @dataclass
 class ClusterView:
-    """Nodes (with their readiness) and pods (GPU holders, and pods of TrainingJobs)."""
+    """Nodes (with their readiness) and pods (every pod with its requests, and the pods of
+    TrainingJobs by job)."""
 
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
-    gpu_pods: dict[JobKey, PodUsage] = field(default_factory=dict)
+    # Every pod of the cluster by (namespace, name), with what it requests of its node.
+    pods: dict[JobKey, PodUsage] = field(default_factory=dict)
     job_pods: dict[JobKey, dict[str, JobPod]] = field(default_factory=lambda: defaultdict(dict))
     # Nodes whose Ready condition is not True → since when (unix seconds). Their pods are lost
     # once that lasted longer than a grace period (a cordon is not a loss).
@@ -140,7 +147,8 @@ class ClusterView:
 
     # --- pods ------------------------------------------------------------------------------
     def upsert_pod(self, body: Mapping[str, Any]) -> tuple[JobKey | None, bool]:
-        """Records a pod; returns its TrainingJob (if any) and whether GPUs were released."""
+        """Records a pod; returns its TrainingJob (if any) and whether it released what it
+        held of a node."""
         metadata = body.get("metadata") or {}
         key = (metadata.get("namespace", "default"), metadata.get("name", ""))
         released = False
@@ -149,10 +157,12 @@ class ClusterView:
         except SpecError as error:
             logger.warning("ignoring pod: %s", error)
             usage = None
-        if usage is not None and usage.gpus > 0:
-            previous = self.gpu_pods.get(key)
-            released = previous is not None and not previous.terminal and usage.terminal
-            self.gpu_pods[key] = usage
+        if usage is not None:
+            # Every pod, whatever its scheduler: each takes its requests and a pod slot of its
+            # node once bound (a DaemonSet's, another scheduler's, a pod bound by hand).
+            previous = self.pods.get(key)
+            released = previous is not None and _holds(previous) and not _holds(usage)
+            self.pods[key] = usage
         job = job_pod_from(body)
         if job is None:
             return None, released
@@ -163,8 +173,8 @@ class ClusterView:
     def delete_pod(self, body: Mapping[str, Any]) -> tuple[JobKey | None, bool]:
         metadata = body.get("metadata") or {}
         key = (metadata.get("namespace", "default"), metadata.get("name", ""))
-        previous = self.gpu_pods.pop(key, None)
-        released = previous is not None and not previous.terminal
+        previous = self.pods.pop(key, None)
+        released = previous is not None and _holds(previous)
         job = job_pod_from(body)
         if job is None:
             return None, released
@@ -180,9 +190,9 @@ class ClusterView:
         """After a fresh list: drops every pod not in `present` (namespace, name), whose deletion
         the watch missed. Returns the TrainingJobs that lost pods and whether GPUs came free."""
         released = False
-        for key in [key for key in self.gpu_pods if key not in present]:
-            usage = self.gpu_pods.pop(key)
-            released = released or not usage.terminal
+        for key in [key for key in self.pods if key not in present]:
+            usage = self.pods.pop(key)
+            released = released or _holds(usage)
         jobs = set()
         for job_key, pods in list(self.job_pods.items()):
             for name in [name for name in pods if (job_key[0], name) not in present]:
@@ -194,6 +204,21 @@ class ClusterView:
 
     def pods_of(self, job: JobKey) -> dict[str, JobPod]:
         return dict(self.job_pods.get(job, {}))
+
+    def node_usage(self) -> dict[str, dict[str, int]]:
+        """Per node, the summed requests of the pods bound to it and not finished (with the
+        pod count under "pods"), as the kubelet and kube-scheduler count them."""
+        usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for pod in self.pods.values():
+            if not _holds(pod):
+                continue
+            assert pod.node_name is not None
+            used = usage[pod.node_name]
+            requests = pod.requests if pod.requests is not None else ((GPU_RESOURCE, pod.gpus),)
+            for resource, amount in requests:
+                used[resource] += amount
+            used[PODS_RESOURCE] += 1
+        return usage
 
     def node_alive(self, node_name: str | None) -> bool:
         """False when the node is gone or not Ready: no new pod goes there."""

@@ -9,18 +9,25 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from tsunagu.api.names import API_VERSION, GPU_RESOURCE, REGION_KIND
 from tsunagu.controller import metrics
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.cluster.view import ClusterView
+from tsunagu.controller.report.events import EventSink, event_body
 from tsunagu.controller.report.status import region_status_fields, timestamp
 from tsunagu.controller.report.statusbook import merge_patch
 from tsunagu.controller.settings import ReportingSettings
 from tsunagu.placement.latency import LatencyMatrix
+from tsunagu.placement.noderules import format_amount
 from tsunagu.placement.snapshot import ClusterSnapshot
 
 logger = logging.getLogger(__name__)
 
 MAX_LINKS = 64
+MAX_OVERCOMMITTED = 64
+# Per node, the summed requests of its bound pods (ClusterView.node_usage).
+NodeUsage = dict[str, dict[str, int]]
 
 
 def measured_links(
@@ -52,14 +59,57 @@ def links_moved(old: list[dict[str, Any]], new: list[dict[str, Any]], threshold_
     return any(abs(o["rttMs"] - n["rttMs"]) > threshold_ms for o, n in zip(old, new, strict=True))
 
 
+def overcommitted(view: ClusterView, usage: NodeUsage) -> dict[str, str]:
+    """Nodes whose bound, unfinished pods request more of a resource than the node allocates
+    → what is over, e.g. "nvidia.com/gpu 10/8"."""
+    found = {}
+    for node_name, used in usage.items():
+        node = view.nodes.get(node_name)
+        if node is None:
+            continue
+        allocatable = (
+            dict(node.allocatable) if node.allocatable is not None
+            else {GPU_RESOURCE: node.allocatable_gpus}
+        )  # fmt: skip
+        over = [
+            f"{resource} {format_amount(resource, amount)}/"
+            f"{format_amount(resource, allocatable.get(resource, 0))}"
+            for resource, amount in sorted(used.items())
+            if amount > allocatable.get(resource, 0)
+            and (resource in allocatable or node.allocatable is not None)
+        ]
+        if over:
+            found[node_name] = ", ".join(over)
+    return found
+
+
+def gpus_held(view: ClusterView, usage: NodeUsage, nodes: Sequence[str]) -> int:
+    """GPUs requested by bound, unfinished pods on the schedulable ones of `nodes`: the real
+    figure, above the allocatable when nodes are over-committed."""
+    return sum(
+        usage.get(name, {}).get(GPU_RESOURCE, 0)
+        for name in nodes
+        if name in view.nodes and view.nodes[name].schedulable
+    )
+
+
 class RegionStatusWriter:
     def __init__(
-        self, catalog: Catalog, clusters: Sequence[ClusterConnection], settings: ReportingSettings
+        self,
+        catalog: Catalog,
+        clusters: Sequence[ClusterConnection],
+        settings: ReportingSettings,
+        reports: EventSink,
     ) -> None:
+        self.reports = reports
         self.catalog = catalog
         self.clusters = clusters
         self.settings = settings
         self._written: dict[str, dict[str, Any]] = {}
+        # Over-committed nodes already reported with an Event, and what was over.
+        self._reported: dict[str, str] = {}
+        self._over: dict[str, str] = {}
+        self._usage: list[tuple[ClusterView, NodeUsage]] = []
 
     async def write_all(self) -> None:
         now = time.time()
@@ -67,6 +117,10 @@ class RegionStatusWriter:
         snapshot = self.catalog.snapshot((c.view for c in self.clusters), now)
         matrix = self.catalog.latency()
         names = sorted(self.catalog.regions)
+        self._over = {}
+        self._usage = [(c.view, c.view.node_usage()) for c in self.clusters]
+        for view, usage in self._usage:
+            self._over.update(overcommitted(view, usage))
         for name in names:
             try:
                 await self._write(name, snapshot, matrix, names, now)
@@ -87,6 +141,15 @@ class RegionStatusWriter:
             return
         old = self._written.get(name, {})
         new = dict(region_status_fields(snapshot.capacity(name)))
+        nodes = snapshot.nodes_of(name)
+        # Not clamped to the allocatable: an over-commit must show, not hide.
+        new["gpuAllocated"] = sum(gpus_held(view, usage, nodes) for view, usage in self._usage)
+        over = {node: self._over[node] for node in nodes if node in self._over}
+        new["overcommittedNodes"] = [f"{node} ({what})" for node, what in sorted(over.items())][
+            :MAX_OVERCOMMITTED
+        ]
+        metrics.OVERCOMMITTED_NODES.labels(region=name).set(len(over))
+        self._report_overcommit(name, over)
         links = measured_links(matrix, names, name, now)
         old_links = old.get("links", [])
         threshold = self.settings.link_change_threshold_ms
@@ -100,6 +163,28 @@ class RegionStatusWriter:
             self._written[name] = new
         except Exception as error:  # the region may be gone; try again next round
             logger.debug("region %s status not written: %s", name, error)
+
+    def _report_overcommit(self, region: str, over: dict[str, str]) -> None:
+        """A Warning Event on the Region for each node newly found over-committed."""
+        for node, what in sorted(over.items()):
+            if self._reported.get(node) == what:
+                continue
+            self._reported[node] = what
+            message = (
+                f"node {node} is over-committed ({what}): pods bound by another scheduler or by "
+                "hand hold more than it allocates; it takes no new gang that needs it"
+            )
+            involved = {
+                "apiVersion": API_VERSION,
+                "kind": REGION_KIND,
+                "metadata": {"name": region},
+            }
+            now = timestamp(time.time())
+            self.reports.post_event(
+                event_body(involved, "Warning", "NodeOvercommitted", message, now)
+            )
+        for node in [n for n in self._reported if n not in self._over]:
+            del self._reported[node]
 
     def forget(self, name: str) -> None:
         self._written.pop(name, None)

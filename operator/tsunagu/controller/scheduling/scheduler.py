@@ -24,7 +24,7 @@ from tsunagu.controller.scheduling.binder import GangBinder
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.tasks import TaskGroup
-from tsunagu.placement.engine import Decision, EngineSettings, allocations_of, decide
+from tsunagu.placement.engine import Decision, EngineSettings, decide, with_decision
 from tsunagu.placement.snapshot import ClusterSnapshot
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ class Scheduler:
             self.tasks.spawn(
                 self.binder.bind(job, decision, now), name=f"bind {job.namespace}/{job.name}"
             )
-            return snapshot.with_allocations(allocations_of(decision, job))
+            # Every resource of each pod taken, not only its GPUs: the next job sees it.
+            return with_decision(snapshot, decision, job)
         if self._verdict_changed(job.key, decision):
             self._report_unplaced(job, decision, now)
         return snapshot
@@ -141,7 +142,12 @@ class Scheduler:
 
 
 def _assumed_pods(job: TrainingJobSpec, decision: Decision) -> tuple[PodUsage, ...]:
+    """The gang's pods as bound, with everything each requests of its node."""
+    requirements = job.pod_requirements
     return tuple(
-        PodUsage(job.namespace, pod_name(job.name, rank), node, job.gpus_per_replica, False)
+        PodUsage(
+            job.namespace, pod_name(job.name, rank), node, job.gpus_per_replica, False,
+            requests=requirements.requests, host_ports=requirements.host_ports,
+        )
         for rank, node in enumerate(decision.nodes)
-    )
+    )  # fmt: skip

@@ -103,7 +103,9 @@ class Operator:
             jobs=self.jobs, catalog=self.catalog, statuses=self.statuses, events=self.events,
             reports=self.reports, inflight=self.inflight, lifecycle=self.lifecycle, client=client,
         )  # fmt: skip
-        self.region_status = RegionStatusWriter(self.catalog, self.clusters, settings.reporting)
+        self.region_status = RegionStatusWriter(
+            self.catalog, self.clusters, settings.reporting, self.reports
+        )
 
     # --- start and stop --------------------------------------------------------------------
     async def list_everything(self) -> None:
