@@ -57,6 +57,8 @@ class Candidate:
     rtt_ms: float | None  # to the nearest copy of the data; None without a dataset or unknown
     predicted_loss: float | None
     score: float | None  # feasible regions only; higher is better
+    # Where the RTT came from: a measurement's source (e.g. Prometheus), Declared or Local.
+    rtt_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class Decision:
     # Best first: the chosen region, feasible ones by score, then rejected ones by how far
     # they got through the filters, ties by name.
     candidates: tuple[Candidate, ...]
+    rtt_source: str | None = None
 
     @property
     def alternatives(self) -> tuple[Candidate, ...]:
@@ -117,8 +120,9 @@ def _feasible_message(evaluation: _Evaluation, region_score: float) -> str:
     if evaluation.path is None:
         return f"score {region_score:.3f} (no dataset: no latency constraint)"
     loss = evaluation.loss if evaluation.loss is not None else 0.0
+    path = evaluation.path
     return (
-        f"RTT {evaluation.path.rtt_ms:.1f} ms to {evaluation.path.site}, predicted loss "
+        f"RTT {path.rtt_ms:.1f} ms ({path.source}) to {path.site}, predicted loss "
         f"{format_loss(loss)}, score {region_score:.3f}"
     )
 
@@ -184,6 +188,7 @@ def decide(
                     rtt_ms=e.path.rtt_ms if e.path is not None else None,
                     predicted_loss=e.loss if dataset is None or e.path is not None else None,
                     score=score_of.get(e.region),
+                    rtt_source=e.path.source if e.path is not None else None,
                 ),
                 e.stage,
             )
@@ -200,8 +205,9 @@ def decide(
     if nodes is None:  # gang_slots said it fits; packing must agree
         raise AssertionError(f"gang of {job.key} fits {best.region} but cannot be packed")
     chosen = Candidate(
-        best.region, True, Reason.Placed, best.message, best.rtt_ms, best.predicted_loss, best.score
-    )
+        best.region, True, Reason.Placed, best.message, best.rtt_ms, best.predicted_loss,
+        best.score, best.rtt_source,
+    )  # fmt: skip
     return Decision(
         job=job.key,
         placed=True,
@@ -214,6 +220,7 @@ def decide(
         score=best.score,
         nodes=nodes,
         candidates=(chosen, *candidates[1:]),
+        rtt_source=best.rtt_source,
     )
 
 
@@ -276,6 +283,40 @@ def plan_batch(
     return tuple(decisions), snapshot
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """A running job's RTT budget, judged now."""
+
+    met: bool | None  # None: a budget, but no RTT known (never a breach by itself)
+    rtt_ms: float | None
+    source: str | None  # where the RTT came from (a measurement's source, Declared, Local)
+
+
+def check_latency_budget(
+    job: TrainingJobSpec,
+    dataset: DatasetSpec | None,
+    region: str,
+    matrix: LatencyMatrix,
+    now: float,
+    settings: EngineSettings = DEFAULT_SETTINGS,
+) -> BudgetCheck:
+    """Whether a job running in `region` is within its RTT budget now, the RTT used and its
+    source. A job without a dataset or without a budget is within it. With a budget but no
+    known RTT the answer is None (unknown), so that a probe outage alone never requeues a job.
+    """
+    if dataset is None:
+        return BudgetCheck(True, None, None)
+    path = nearest_copy(matrix, region, data_sites(dataset), now)
+    rtt = path.rtt_ms if path is not None else None
+    source = path.source if path is not None else None
+    max_rtt = settings.max_rtt_ms(job)
+    if max_rtt is None:
+        return BudgetCheck(True, rtt, source)
+    if rtt is None:
+        return BudgetCheck(None, None, None)
+    return BudgetCheck(rtt <= max_rtt + BUDGET_TOLERANCE, rtt, source)
+
+
 def latency_budget_status(
     job: TrainingJobSpec,
     dataset: DatasetSpec | None,
@@ -284,18 +325,6 @@ def latency_budget_status(
     now: float,
     settings: EngineSettings = DEFAULT_SETTINGS,
 ) -> tuple[bool | None, float | None]:
-    """Whether a job running in `region` is within its RTT budget now, and the RTT used.
-
-    A job without a dataset or without a budget is within it. With a budget but no known RTT
-    the answer is None (unknown), so that a probe outage alone never requeues a job.
-    """
-    if dataset is None:
-        return True, None
-    path = nearest_copy(matrix, region, data_sites(dataset), now)
-    rtt = path.rtt_ms if path is not None else None
-    max_rtt = settings.max_rtt_ms(job)
-    if max_rtt is None:
-        return True, rtt
-    if rtt is None:
-        return None, None
-    return rtt <= max_rtt + BUDGET_TOLERANCE, rtt
+    """`check_latency_budget` as (met, RTT used)."""
+    check = check_latency_budget(job, dataset, region, matrix, now, settings)
+    return check.met, check.rtt_ms

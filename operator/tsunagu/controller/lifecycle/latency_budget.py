@@ -23,7 +23,7 @@ from tsunagu.controller.report.statusbook import StatusBook
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.tasks import TaskGroup
-from tsunagu.placement.engine import EngineSettings, latency_budget_status
+from tsunagu.placement.engine import BudgetCheck, EngineSettings, check_latency_budget
 from tsunagu.placement.latency import LatencyMatrix, Measurement
 from tsunagu.sources.latency import LatencySource
 
@@ -76,9 +76,9 @@ class LatencyBudgetMonitor:
         dataset = self.catalog.dataset(job.namespace, job.dataset_ref)
         if dataset is None:
             return
-        met, rtt = latency_budget_status(job, dataset, region, matrix, now, self.engine)
+        check = check_latency_budget(job, dataset, region, matrix, now, self.engine)
         async with self.jobs.lock(key):
-            await self._verdict(job, tracked.generation, now, met, rtt)
+            await self._verdict(job, tracked.generation, now, check)
 
     async def follow(
         self,
@@ -114,14 +114,15 @@ class LatencyBudgetMonitor:
         job: TrainingJobSpec,
         generation: int,
         now: float,
-        met: bool | None,
-        rtt: float | None,
+        check: BudgetCheck,
     ) -> None:
+        met, rtt = check.met, check.rtt_ms
         status = self.statuses.current(job.key)
         latency = dict(status.get("latency") or {})
         if rtt is not None:
             latency["rttMs"] = round(rtt, 3)
             latency["observedAt"] = timestamp(now)
+            latency["rttSource"] = check.source
         if met is None:
             condition = ConditionUpdate(
                 LATENCY_BUDGET_MET, None, str(Reason.LatencyUnknown), "no fresh RTT to the data"
@@ -129,13 +130,17 @@ class LatencyBudgetMonitor:
         elif met:
             latency.pop("overBudgetSince", None)
             # Without an RTT budget any RTT is within it, even an unknown one.
-            message = "no RTT budget" if rtt is None else f"RTT {rtt:.1f} ms within budget"
+            message = (
+                "no RTT budget"
+                if rtt is None
+                else f"RTT {rtt:.1f} ms ({check.source}) within budget"
+            )
             condition = ConditionUpdate(LATENCY_BUDGET_MET, True, str(Reason.WithinBudget), message)
         else:
             since = latency.setdefault("overBudgetSince", timestamp(now))
             condition = ConditionUpdate(
                 LATENCY_BUDGET_MET, False, str(Reason.OverBudget),
-                f"RTT {rtt:.1f} ms over budget since {since}",
+                f"RTT {rtt:.1f} ms ({check.source}) over budget since {since}",
             )  # fmt: skip
         previous = self.statuses.condition(job.key, LATENCY_BUDGET_MET)
         self.statuses.update(

@@ -85,6 +85,8 @@ def alternative_entry(candidate: Candidate) -> dict[str, Any]:
         "verdict": "Feasible" if candidate.feasible else "Rejected",
         "reason": str(candidate.reason),  # the engine's Reason enum, written as plain JSON
     }
+    if candidate.rtt_source is not None:
+        entry["rttSource"] = candidate.rtt_source
     return entry | known_numbers(candidate.rtt_ms, candidate.predicted_loss)
 
 
@@ -95,6 +97,8 @@ def placement_status(decision: Decision, now: float) -> dict[str, Any]:
     }
     if decision.region is not None:
         placement["region"] = decision.region
+    if decision.rtt_source is not None:
+        placement["rttSource"] = decision.rtt_source
     return placement | known_numbers(decision.rtt_ms, decision.predicted_loss, decision.score)
 
 
