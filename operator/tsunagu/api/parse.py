@@ -251,4 +251,5 @@ def parse_training_job(obj: object) -> TrainingJobSpec:
         priority=0 if priority is None else priority,
         backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff_limit is None else backoff_limit,
         created_at=_created_at(root),
+        workload_class=spec.text("workloadClass"),
     )

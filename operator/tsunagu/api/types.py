@@ -153,6 +153,8 @@ class TrainingJobSpec:
     backoff_limit: int = 3
     # Unix seconds from metadata.creationTimestamp; 0 when unknown.
     created_at: float = 0.0
+    # Jobs of one class share a learned ThroughputProfile (spec.workloadClass).
+    workload_class: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

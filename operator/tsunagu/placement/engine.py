@@ -7,12 +7,12 @@ taking the GPUs it was given out of the snapshot the next one sees.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from tsunagu.api.conditions import FILTER_ORDER, Reason
 from tsunagu.api.types import DatasetSpec, Objective, TrainingJobSpec
-from tsunagu.placement.datapath import DataPath, nearest_copy, predicted_loss
+from tsunagu.placement.datapath import DataPath, modelled_loss, nearest_copy
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.residency import data_sites, residency_allows
 from tsunagu.placement.scoring import (
@@ -22,6 +22,12 @@ from tsunagu.placement.scoring import (
     score,
 )
 from tsunagu.placement.snapshot import ClusterSnapshot
+from tsunagu.placement.throughput import (
+    REFERENCE_DESCRIPTION,
+    FittedModel,
+    ThroughputModel,
+    choose_model,
+)
 
 MAX_ALTERNATIVES = 8
 # Budgets compare floats that went through arithmetic; this keeps 15.000000000000002 within 15.
@@ -39,6 +45,8 @@ class EngineSettings:
     default_bandwidth_gbps: float = 10.0
     preferred_bonus: float = 0.1
     objective_weights: tuple[tuple[Objective, ObjectiveWeights], ...] = DEFAULT_OBJECTIVE_WEIGHTS
+    # What was learned per workload class (placement/calibration); only trusted fits are used.
+    fitted_models: Mapping[str, FittedModel] = field(default_factory=dict)
 
     def weights_for(self, objective: Objective) -> ObjectiveWeights:
         for candidate, weights in self.objective_weights:
@@ -53,6 +61,9 @@ class EngineSettings:
     def max_throughput_loss(self, job: TrainingJobSpec) -> float | None:
         own = job.placement.max_throughput_loss
         return own if own is not None else self.default_max_throughput_loss
+
+    def throughput_model(self, job: TrainingJobSpec) -> ThroughputModel:
+        return choose_model(job.data_profile, job.workload_class, self.fitted_models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,9 @@ class Decision:
     # Best first: the chosen region, feasible ones by score, then rejected ones by how far
     # they got through the filters, ties by name.
     candidates: tuple[Candidate, ...]
+    # Which throughput model predicted the losses: "reference curve", "dataProfile" or
+    # "… calibrated on N samples of class C".
+    model: str = REFERENCE_DESCRIPTION
 
     @property
     def alternatives(self) -> tuple[Candidate, ...]:
@@ -113,17 +127,14 @@ def _evaluate(
     region: str,
     snapshot: ClusterSnapshot,
     settings: EngineSettings,
+    model: ThroughputModel,
 ) -> _Evaluation:
     """Run the filters of DESIGN.md §3 on one region, in order, stopping at the first that fails."""
     path: DataPath | None = None
     loss: float | None = 0.0
     if dataset is not None:
         path = snapshot.data_path(region, sites)
-        loss = (
-            None
-            if path is None
-            else predicted_loss(job.data_profile, path, settings.default_bandwidth_gbps)
-        )
+        loss = None if path is None else modelled_loss(model, path, settings.default_bandwidth_gbps)
 
     def reject(reason: Reason, message: str) -> _Evaluation:
         return _Evaluation(region, _STAGE[reason], message, path, loss)
@@ -204,7 +215,10 @@ def decide(
             )
         sites = data_sites(dataset)
 
-    evaluations = [_evaluate(job, dataset, sites, name, snapshot, settings) for name in regions]
+    model = settings.throughput_model(job)
+    evaluations = [
+        _evaluate(job, dataset, sites, name, snapshot, settings, model) for name in regions
+    ]
     feasible = [e for e in evaluations if e.stage == _FEASIBLE_STAGE]
     preferred = set(job.placement.preferred_regions)
     scores = score(
@@ -249,7 +263,7 @@ def decide(
     candidates = [candidate for candidate, _ in ranked]
     best = candidates[0]
     if not best.feasible:
-        return _explain_rejection(job, tuple(candidates))
+        return _explain_rejection(job, tuple(candidates), model.description)
 
     nodes = snapshot.pack(best.region, job.gpu_product, job.replicas, job.gpus_per_replica)
     if nodes is None:  # replica_slots said it fits; packing must agree
@@ -263,16 +277,19 @@ def decide(
         region=best.region,
         reason=Reason.Placed,
         message=f"placed in {best.region}: {best.message} ({len(feasible)} of {len(regions)} "
-        f"regions feasible)",
+        f"regions feasible; loss from the {model.description})",
         rtt_ms=best.rtt_ms,
         predicted_loss=best.predicted_loss,
         score=best.score,
         nodes=nodes,
         candidates=(chosen, *candidates[1:]),
+        model=model.description,
     )
 
 
-def _explain_rejection(job: TrainingJobSpec, candidates: tuple[Candidate, ...]) -> Decision:
+def _explain_rejection(
+    job: TrainingJobSpec, candidates: tuple[Candidate, ...], model: str
+) -> Decision:
     # Candidates are ranked by how far they got, so the first one carries the job's reason.
     furthest = candidates[0]
     counts = Counter(candidate.reason for candidate in candidates)
@@ -289,6 +306,7 @@ def _explain_rejection(job: TrainingJobSpec, candidates: tuple[Candidate, ...]) 
         score=None,
         nodes=(),
         candidates=candidates,
+        model=model,
     )
 
 
