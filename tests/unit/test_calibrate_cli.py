@@ -21,7 +21,7 @@ def _write(tmp_path: Path, text: str) -> str:
 
 def _good_csv() -> str:
     rows = ["rttMs,throughput", "0,100", "0,100"]
-    rows += [f"{rtt},{100 * (1 - curve_loss(K, 0.0, rtt)):.4f}" for rtt in (5, 10, 15, 20)]
+    rows += [f"{rtt},{100 * (1 - curve_loss(K, 0.0, rtt)):.4f}" for rtt in (5, 10, 15, 20, 30)]
     rows.append("# a comment line and a blank line are skipped")
     rows.append("")
     rows.append("12,nan")
@@ -44,9 +44,9 @@ def test_good_csv_prints_the_fit_as_json(
     assert body["baselineSource"] == "local samples"
     assert body["model"]["kind"] == "ReferenceCurve"
     assert body["model"]["k"] == pytest.approx(K, rel=1e-3)
-    assert body["samples"]["away"] == 4
-    assert body["samples"]["ignored"] == [{"row": 10, "reason": "throughput is not a number > 0"}]
-    assert [row["rttMs"] for row in body["lossByRtt"]] == [0, 5, 10, 15, 20]
+    assert body["samples"]["away"] == 5
+    assert body["samples"]["ignored"] == [{"row": 11, "reason": "throughput is not a number > 0"}]
+    assert [row["rttMs"] for row in body["lossByRtt"]] == [0, 5, 10, 15, 20, 30]
 
 
 def test_table_says_why_a_fit_is_not_trusted(
@@ -54,7 +54,7 @@ def test_table_says_why_a_fit_is_not_trusted(
 ) -> None:
     code, out, _ = _run(capsys, "-f", _write(tmp_path, "15,90\n15,91\n"), "--baseline", "100")
     assert code == 0
-    assert "trusted     no: 2 usable samples away from the data (needs 3)" in out
+    assert "trusted     no: 2 usable samples away from the data (needs 5)" in out
     assert "samples at 1 distinct RTTs (needs 2)" in out
 
 

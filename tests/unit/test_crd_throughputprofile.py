@@ -46,7 +46,7 @@ status:
     - type: Trusted
       status: "True"
       reason: RuleHolds
-      message: 3 samples at 3 RTTs, RMS error 0.4 points
+      message: 5 samples at 3 RTTs, RMS error 0.4 points
       lastTransitionTime: "2026-12-01T09:10:05Z"
 """
 )

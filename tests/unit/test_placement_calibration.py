@@ -117,7 +117,7 @@ def test_reference_shaped_data_prefers_the_simpler_model() -> None:
         pytest.param(
             [ThroughputSample(10.0, 230.0), ThroughputSample(15.0, 220.0)],
             BASELINE,
-            "2 usable samples away from the data (needs 3)",
+            "2 usable samples away from the data (needs 5)",
             id="too-few",
         ),
         pytest.param(
@@ -143,11 +143,12 @@ def test_trust_rule_refuses(
 
 def test_trust_rule_accepts_the_minimum() -> None:
     k = REFERENCE_K * 2
-    samples = [ThroughputSample(r, BASELINE * (1 - curve_loss(k, 0, r))) for r in (10, 15, 15)]
+    rtts = (10, 15, 15, 15, 15)
+    samples = [ThroughputSample(r, BASELINE * (1 - curve_loss(k, 0, r))) for r in rtts]
     result = calibrate(samples, BASELINE)
     assert result.trusted
     assert result.untrusted_because == ()
-    stricter = calibrate(samples, BASELINE, rule=TrustRule(min_samples=4))
+    stricter = calibrate(samples, BASELINE, rule=TrustRule(min_samples=6))
     assert not stricter.trusted
 
 
@@ -155,7 +156,7 @@ def test_per_row_baseline_replaces_the_profile_baseline() -> None:
     k = REFERENCE_K
     samples = [
         ThroughputSample(r, b * (1 - curve_loss(k, 0, r)), baseline=b)
-        for r, b in ((5.0, 100.0), (10.0, 400.0), (15.0, 50.0), (20.0, 100.0))
+        for r, b in ((5.0, 100.0), (10.0, 400.0), (15.0, 50.0), (20.0, 100.0), (30.0, 70.0))
     ]
     result = calibrate(samples)
     assert result.baseline_source == "samples"

@@ -44,10 +44,12 @@ class TrustRule:
 
     A baseline next to the data (given, carried by the samples, or measured at ≤ 0.5 ms), at
     least `min_samples` usable samples away from the data at `min_distinct_rtts` RTTs or more,
-    and a fit whose RMS error in loss is at most `max_rms_error`.
+    and a fit whose RMS error in loss is at most `max_rms_error`. Five samples, not fewer: with
+    1 % noise on throughput, three samples of an insensitive class (2–3 % loss) misjudge its k
+    by up to 40 % (seen in the simulator).
     """
 
-    min_samples: int = 3
+    min_samples: int = 5
     min_distinct_rtts: int = 2
     max_rms_error: float = 0.02
 
