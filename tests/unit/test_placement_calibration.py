@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsunagu.api.profiles import ModelKind, ProfileModel, ThroughputSample
+from tsunagu.api.profiles import ModelKind, ProfileModel, ThroughputProfile, ThroughputSample
 from tsunagu.api.types import DataProfile
-from tsunagu.placement.calibration import TrustRule, calibrate, confidence_of
+from tsunagu.placement.calibration import TrustRule, calibrate, confidence_of, fitted_models
 from tsunagu.placement.throughput import (
     REFERENCE_K,
     FittedModel,
@@ -266,3 +266,22 @@ def test_model_choice_falls_back_until_trusted(
     else:
         assert loss == curve_loss(REFERENCE_K * 4, 0.0, 15.0)
     assert model.loss(15.0, 10.0, local=True) == 0.0
+
+
+def test_fitted_models_refit_each_profile_from_its_samples() -> None:
+    k = REFERENCE_K * 2
+    good = ThroughputProfile(
+        "team-a",
+        "llm-ft",
+        "llm-ft",
+        samples=tuple(ThroughputSample(r, BASELINE * (1 - curve_loss(k, 0, r))) for r in RTTS),
+        baseline=BASELINE,
+        # What status claims is not what the engine acts on: the samples are.
+        model=ProfileModel(ModelKind.ReferenceCurve, 1.0),
+        trusted=False,
+    )
+    empty = ThroughputProfile("team-a", "vit", "vit")
+    models = fitted_models([good, empty])
+    assert set(models) == {"llm-ft"}
+    assert models["llm-ft"].trusted
+    assert models["llm-ft"].model.k == pytest.approx(k, rel=1e-3)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from tsunagu.api.fields import Fields, SpecError
 
 __all__ = [
+    "MAX_PROFILE_SAMPLES",
     "THROUGHPUT_PROFILES",
     "THROUGHPUT_PROFILE_KIND",
     "ModelKind",
@@ -21,7 +22,9 @@ __all__ = [
     "SpecError",
     "ThroughputProfile",
     "ThroughputSample",
+    "merge_samples",
     "parse_throughput_profile",
+    "status_of",
 ]
 
 THROUGHPUT_PROFILE_KIND = "ThroughputProfile"
@@ -151,3 +154,77 @@ def parse_throughput_profile(obj: object) -> ThroughputProfile:
         trusted=status.boolean("trusted", False),
         fitted_at=_timestamp(status, "fittedAt"),
     )
+
+
+def _rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_samples(
+    existing: tuple[ThroughputSample, ...],
+    new: tuple[ThroughputSample, ...] | list[ThroughputSample],
+    limit: int = MAX_PROFILE_SAMPLES,
+) -> tuple[ThroughputSample, ...]:
+    """The most recent `limit` samples, oldest first (samples without a time count as oldest)."""
+    merged = sorted((*existing, *new), key=lambda s: s.observed_at or 0.0)
+    return tuple(merged[-limit:]) if limit > 0 else ()
+
+
+def status_of(
+    samples: tuple[ThroughputSample, ...],
+    baseline: float | None,
+    model: ProfileModel | None,
+    rms_error: float | None,
+    confidence: float | None,
+    trusted: bool,
+    fitted_at: float,
+    untrusted_because: tuple[str, ...] = (),
+    observed_generation: int | None = None,
+) -> dict[str, object]:
+    """The `status` of a ThroughputProfile as the CRD defines it, ready for a status patch.
+
+    The `Trusted` condition's `lastTransitionTime` is `fitted_at`; a writer that keeps the old
+    condition when its status did not change keeps the transition time too.
+    """
+
+    def sample(s: ThroughputSample) -> dict[str, object]:
+        body: dict[str, object] = {"rttMs": round(s.rtt_ms, 4), "throughput": s.throughput}
+        if s.region:
+            body["region"] = s.region
+        if s.baseline is not None:
+            body["baseline"] = s.baseline
+        if s.observed_at is not None:
+            body["observedAt"] = _rfc3339(s.observed_at)
+        return body
+
+    status: dict[str, object] = {
+        "samples": [sample(s) for s in samples[-MAX_PROFILE_SAMPLES:]],
+        "sampleCount": min(len(samples), MAX_PROFILE_SAMPLES),
+        "trusted": trusted,
+        "fittedAt": _rfc3339(fitted_at),
+        "conditions": [
+            {
+                "type": "Trusted",
+                "status": "True" if trusted else "False",
+                "reason": "RuleHolds" if trusted else "RuleNotMet",
+                "message": "the trust rule holds"
+                if trusted
+                else "; ".join(untrusted_because)[:32768],
+                "lastTransitionTime": _rfc3339(fitted_at),
+            }
+        ],
+    }
+    if baseline is not None:
+        status["baseline"] = baseline
+    if model is not None:
+        model_body: dict[str, object] = {"kind": model.kind.value, "k": model.k}
+        if model.kind == ModelKind.DataStall:
+            model_body["hiddenRttMs"] = model.hidden_rtt_ms
+        status["model"] = model_body
+    if rms_error is not None:
+        status["rmsError"] = min(max(rms_error, 0.0), 1.0)
+    if confidence is not None:
+        status["confidence"] = min(max(confidence, 0.0), 1.0)
+    if observed_generation is not None:
+        status["observedGeneration"] = observed_generation
+    return status

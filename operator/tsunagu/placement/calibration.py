@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tsunagu.api.profiles import ModelKind, ProfileModel, ThroughputSample
+from tsunagu.api.profiles import ModelKind, ProfileModel, ThroughputProfile, ThroughputSample
 from tsunagu.placement.throughput import FittedModel, curve_loss
 
 # Samples at or below this RTT were taken next to the data: they estimate the baseline.
@@ -305,3 +305,22 @@ def calibrate(
         fitted,
         tuple(reasons),
     )
+
+
+def calibrate_profile(profile: ThroughputProfile, rule: TrustRule = TrustRule()) -> Calibration:
+    """Refit a profile from the samples its status holds (the fit in status is not trusted as
+    written: what the engine acts on is always recomputed from the evidence)."""
+    return calibrate(profile.samples, profile.baseline, profile.workload_class, rule)
+
+
+def fitted_models(
+    profiles: Sequence[ThroughputProfile], rule: TrustRule = TrustRule()
+) -> dict[str, FittedModel]:
+    """{class: fitted model} for `EngineSettings.fitted_models`, from the profiles of one
+    namespace (and the cluster-wide defaults before them: a later profile of a class wins)."""
+    models: dict[str, FittedModel] = {}
+    for profile in profiles:
+        fitted = calibrate_profile(profile, rule).fitted
+        if fitted is not None:
+            models[profile.workload_class] = fitted
+    return models
