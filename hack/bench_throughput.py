@@ -15,9 +15,10 @@ the model `tsunagu.placement.calibration` fits from the measurements.
 
     .venv/bin/python hack/bench_throughput.py [--prefetch 1 2] [--steps 40]
 
-Why not PyTorch's DataLoader: torch is a ~700 MB wheel (CPU-only ~200 MB) for one class; its
-DataLoader with workers and prefetch_factor is, for I/O-bound reads, the same thing as this
-pool (workers fetch batches ahead, the step consumes them in order).
+Why not PyTorch's DataLoader: torch from PyPI brings gigabytes of CUDA libraries (the CPU-only
+wheel alone is a few hundred MB) for one class; its DataLoader with workers and prefetch_factor
+is, for I/O-bound reads, the same thing as this pool (workers fetch batches ahead, the step
+consumes them in order).
 """
 
 from __future__ import annotations
