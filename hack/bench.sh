@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of the project, each printing its own figures.
-#   BENCH=engine,sim,latency,operator (default: all)   which ones to run
+#   BENCH=engine,sim,latency,operator,throughput (default: all)   which ones to run
 #   BENCH_NODES_PER_REGION=200                          cluster size for the operator benchmark
 # Figures and the commands that produced them are kept in docs/benchmarks.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$REPO_ROOT/.venv/bin/python"
-BENCH=${BENCH:-engine,sim,latency,operator}
+BENCH=${BENCH:-engine,sim,latency,operator,throughput}
 wants() { [[ ",$BENCH," == *",$1,"* ]]; }
 cd "$REPO_ROOT"
 
@@ -21,6 +21,10 @@ fi
 if wants latency; then
   log "latency: reaction time from an RTT change to the measured matrix (5 s scrape)"
   "$PY" hack/bench_latency.py
+fi
+if wants throughput; then
+  log "throughput: a data-reading loop through the delay proxy at 0–40 ms vs the data-stall model"
+  "$PY" hack/bench_throughput.py
 fi
 if wants operator; then
   log "operator: gangs bound vs kube-scheduler on ${BENCH_NODES_PER_REGION:-200} nodes per region"

@@ -1,4 +1,4 @@
-"""The `tsunagu` command: run | plan | simulate | probe.
+"""The `tsunagu` command: run | plan | simulate | probe | calibrate.
 
 Each subcommand lives in `tsunagu.commands.<name>` and exposes `add_arguments(parser)` and
 `execute(args) -> int`; it is imported only when chosen, so `tsunagu plan` never loads Kopf.
@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "plan": "plan TrainingJobs offline from YAML files (no cluster needed)",
     "simulate": "replay a workload trace through tsunagu and baseline policies",
     "probe": "run the inter-region latency probe exporter",
+    "calibrate": "fit a workload's sensitivity to RTT from a CSV of observed throughput",
 }
 
 

@@ -180,7 +180,7 @@ def job_yaml(spec: str) -> str:
         pytest.param(
             [REGION, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"],
             "bad.yaml document 2: kind: unsupported kind 'Deployment' "
-            "(expected Region, Dataset, TrainingJob, Node, Pod)",
+            "(expected Region, Dataset, TrainingJob, Node, Pod, ThroughputProfile)",
             id="unknown-kind",
         ),
         pytest.param(

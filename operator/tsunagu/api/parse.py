@@ -288,4 +288,5 @@ def parse_training_job(obj: object) -> TrainingJobSpec:
         backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff_limit is None else backoff_limit,
         created_at=_created_at(root),
         requirements=_pod_requirements(spec, placement.mode, gpus_per_replica),
+        workload_class=spec.text("workloadClass"),
     )

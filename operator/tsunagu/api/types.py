@@ -162,6 +162,8 @@ class TrainingJobSpec:
     # What each pod of the gang asks of its node, from spec.template and gpusPerReplica; None
     # (a spec built in code without a template) means the GPUs alone.
     requirements: PodRequirements | None = None
+    # Jobs of one class share a learned ThroughputProfile (spec.workloadClass).
+    workload_class: str | None = None
 
     @property
     def key(self) -> JobKey:

@@ -1,9 +1,10 @@
 """`tsunagu plan`: plan TrainingJobs offline from YAML files, with no cluster.
 
-Reads Region, Dataset, TrainingJob, v1 Node and v1 Pod objects from multi-document YAML, plans
-every TrainingJob in the order given (each consuming GPUs for the next) with latency from the
-regions' declared links only, and prints a table or JSON (DESIGN.md §8). Bad input exits 2 with
-one line naming the document and the field.
+Reads Region, Dataset, TrainingJob, ThroughputProfile, v1 Node and v1 Pod objects from
+multi-document YAML, plans every TrainingJob in the order given (each consuming GPUs for the
+next) with latency from the regions' declared links only, and prints a table or JSON (DESIGN.md
+§8). A ThroughputProfile whose samples pass the trust rule predicts the loss of the jobs of its
+class in its namespace. Bad input exits 2 with one line naming the document and the field.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from tsunagu.api.parse import (
     parse_region,
     parse_training_job,
 )
+from tsunagu.api.profiles import ThroughputProfile, parse_throughput_profile
 from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec, TrainingJobSpec
-from tsunagu.placement.engine import Candidate, Decision, plan_batch
+from tsunagu.placement.calibration import fitted_models
+from tsunagu.placement.engine import Candidate, Decision, EngineSettings, allocations_of, decide
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.snapshot import ClusterSnapshot
 from tsunagu.placement.wire import decision_numbers
@@ -55,6 +58,7 @@ _KINDS = {
     "TrainingJob": _Kind(API_VERSION, True, parse_training_job),
     "Node": _Kind("v1", False, parse_node),
     "Pod": _Kind("v1", True, parse_pod),
+    "ThroughputProfile": _Kind(API_VERSION, True, parse_throughput_profile),
 }
 
 
@@ -65,6 +69,7 @@ class _Inputs:
     jobs: dict[tuple[str, str], TrainingJobSpec] = field(default_factory=dict)
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[tuple[str, str], PodUsage] = field(default_factory=dict)
+    profiles: dict[tuple[str, str], ThroughputProfile] = field(default_factory=dict)
     # Where each object came from, for messages about duplicates and references.
     origins: dict[tuple[str, object], str] = field(default_factory=dict)
 
@@ -77,8 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="FILE",
-        help="YAML file with Region, Dataset, TrainingJob, Node and Pod objects "
-        "(repeatable; '-' reads standard input)",
+        help="YAML file with Region, Dataset, TrainingJob, ThroughputProfile, Node and Pod "
+        "objects (repeatable; '-' reads standard input)",
     )
     parser.add_argument(
         "-o",
@@ -171,6 +176,8 @@ def _store(inputs: _Inputs, spec: object) -> None:
         inputs.nodes[spec.name] = spec
     elif isinstance(spec, PodUsage):
         inputs.pods[(spec.namespace, spec.name)] = spec
+    elif isinstance(spec, ThroughputProfile):
+        inputs.profiles[spec.key] = spec
 
 
 def _check_references(inputs: _Inputs) -> None:
@@ -198,8 +205,22 @@ def _plan(inputs: _Inputs) -> tuple[Decision, ...]:
         matrix,
         now=0.0,
     )
-    decisions, _ = plan_batch(list(inputs.jobs.values()), snapshot)
-    return decisions
+    # As plan_batch, with each namespace's learned profiles (refitted from their samples).
+    settings = {
+        namespace: EngineSettings(
+            fitted_models=fitted_models(
+                [p for p in inputs.profiles.values() if p.namespace == namespace]
+            )
+        )
+        for namespace in {job.namespace for job in inputs.jobs.values()}
+    }
+    decisions = []
+    for job in inputs.jobs.values():
+        decision = decide(job, snapshot, settings[job.namespace])
+        if decision.placed:
+            snapshot = snapshot.with_allocations(allocations_of(decision, job))
+        decisions.append(decision)
+    return tuple(decisions)
 
 
 # Output ----------------------------------------------------------------------------------

@@ -47,6 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="run the exhaustive optimal policy: auto = when ≤ 10 jobs and ≤ 6 regions (default)",
     )
+    parser.add_argument(
+        "--classes",
+        choices=("mixed",),
+        help="give jobs workload classes with true sensitivities the policies are not told "
+        "(mixed: three classes tenfold apart), add the tsunagu-learning policy and count budget "
+        "violations in fact",
+    )
+    parser.add_argument(
+        "--loss-budgets",
+        type=_budgets,
+        metavar="LIST",
+        help="synthetic: the maxThroughputLoss values jobs draw from, e.g. none,0.03,0.05,0.10 "
+        "(default none,0.10,0.15,0.20)",
+    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR")
 
@@ -71,6 +85,23 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _budgets(text: str) -> tuple[float | None, ...]:
+    values: list[float | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.lower() == "none":
+            values.append(None)
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 1:
+            raise argparse.ArgumentTypeError(f"must be none or numbers in [0, 1] (got {item!r})")
+        values.append(value)
+    return tuple(values)
+
+
 def execute(args: argparse.Namespace) -> int:
     config = ExperimentConfig(
         topology=args.topology,
@@ -79,6 +110,8 @@ def execute(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         load=args.load,
         optimal=args.optimal,
+        classes=args.classes,
+        loss_budgets=args.loss_budgets,
     )
     started = time.monotonic()
     try:

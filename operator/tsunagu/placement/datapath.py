@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tsunagu.api.types import DataProfile
 from tsunagu.placement.latency import LatencyMatrix, LinkSource
-from tsunagu.placement.throughput import data_stall_loss, fibre_floor_ms, reference_loss
+from tsunagu.placement.throughput import ThroughputModel, choose_model, fibre_floor_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +54,15 @@ def nearest_copy(
     return best
 
 
+def modelled_loss(model: ThroughputModel, path: DataPath, default_bandwidth_gbps: float) -> float:
+    """Throughput loss of reading over `path` as `model` predicts it."""
+    bandwidth = path.bandwidth_gbps if path.bandwidth_gbps is not None else default_bandwidth_gbps
+    return model.loss(path.rtt_ms, bandwidth, path.local)
+
+
 def predicted_loss(
     profile: DataProfile | None, path: DataPath, default_bandwidth_gbps: float
 ) -> float:
     """Throughput loss of reading over `path`: the data-stall model with a profile, else the
     reference curve."""
-    if profile is None:
-        return reference_loss(path.rtt_ms)
-    if path.local:
-        # Reads next to the data are the baseline the loss is measured against.
-        return data_stall_loss(profile, 0.0, None)
-    bandwidth = path.bandwidth_gbps if path.bandwidth_gbps is not None else default_bandwidth_gbps
-    return data_stall_loss(profile, path.rtt_ms, bandwidth)
+    return modelled_loss(choose_model(profile, None, {}), path, default_bandwidth_gbps)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tsunagu.api.conditions import FILTER_ORDER, Reason
 from tsunagu.api.scheduling import PodRequirements
 from tsunagu.api.types import DatasetSpec, TrainingJobSpec
-from tsunagu.placement.datapath import DataPath, nearest_copy, predicted_loss
+from tsunagu.placement.datapath import DataPath, modelled_loss, nearest_copy
 from tsunagu.placement.filters import (
     BUDGET_TOLERANCE,
     FILTERS,
@@ -26,6 +26,9 @@ from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.residency import data_sites
 from tsunagu.placement.scoring import RegionCosts, score
 from tsunagu.placement.snapshot import ClusterSnapshot
+from tsunagu.placement.throughput import (
+    REFERENCE_DESCRIPTION,
+)
 
 MAX_ALTERNATIVES = 8
 DEFAULT_SETTINGS = EngineSettings()
@@ -76,6 +79,9 @@ class Decision:
     # they got through the filters, ties by name.
     candidates: tuple[Candidate, ...]
     rtt_source: str | None = None
+    # Which throughput model predicted the losses: "reference curve", "dataProfile" or
+    # "… calibrated on N samples of class C".
+    model: str = REFERENCE_DESCRIPTION
 
     @property
     def alternatives(self) -> tuple[Candidate, ...]:
@@ -105,9 +111,7 @@ def _evaluate(context: JobContext, region: str) -> _Evaluation:
         loss = (
             None
             if path is None
-            else predicted_loss(
-                context.job.data_profile, path, context.settings.default_bandwidth_gbps
-            )
+            else modelled_loss(context.model, path, context.settings.default_bandwidth_gbps)
         )
     for stage, region_filter in _FILTER_FUNCTIONS:
         message = region_filter(context, region, path, loss)
@@ -152,7 +156,8 @@ def decide(
         sites = data_sites(dataset)
 
     demand = snapshot.demand(job.pod_requirements, job.gpu_product)
-    context = JobContext(job, dataset, sites, snapshot, settings, demand)
+    model = settings.throughput_model(job)
+    context = JobContext(job, dataset, sites, snapshot, settings, demand, model)
     evaluations = [_evaluate(context, name) for name in regions]
     feasible = [e for e in evaluations if e.stage == _FEASIBLE_STAGE]
     preferred = set(job.placement.preferred_regions)
@@ -199,7 +204,7 @@ def decide(
     candidates = [candidate for candidate, _ in ranked]
     best = candidates[0]
     if not best.feasible:
-        return _explain_rejection(job, tuple(candidates))
+        return _explain_rejection(job, tuple(candidates), model.description)
 
     nodes = snapshot.pack_gang(best.region, demand, job.replicas)
     if nodes is None:  # gang_slots said it fits; packing must agree
@@ -214,17 +219,20 @@ def decide(
         region=best.region,
         reason=Reason.Placed,
         message=f"placed in {best.region}: {best.message} ({len(feasible)} of {len(regions)} "
-        f"regions feasible)",
+        f"regions feasible; loss from the {model.description})",
         rtt_ms=best.rtt_ms,
         predicted_loss=best.predicted_loss,
         score=best.score,
         nodes=nodes,
         candidates=(chosen, *candidates[1:]),
         rtt_source=best.rtt_source,
+        model=model.description,
     )
 
 
-def _explain_rejection(job: TrainingJobSpec, candidates: tuple[Candidate, ...]) -> Decision:
+def _explain_rejection(
+    job: TrainingJobSpec, candidates: tuple[Candidate, ...], model: str
+) -> Decision:
     # Candidates are ranked by how far they got, so the first one carries the job's reason.
     furthest = candidates[0]
     counts = Counter(candidate.reason for candidate in candidates)
@@ -241,6 +249,7 @@ def _explain_rejection(job: TrainingJobSpec, candidates: tuple[Candidate, ...]) 
         score=None,
         nodes=(),
         candidates=candidates,
+        model=model,
     )
 
 

@@ -8,8 +8,8 @@ the order: adding a filter is adding a function and a row (and its Reason to
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from tsunagu.api.conditions import FILTER_ORDER, Reason
 from tsunagu.api.types import DatasetSpec, Objective, TrainingJobSpec
@@ -18,6 +18,7 @@ from tsunagu.placement.nodegroups import Demand
 from tsunagu.placement.residency import residency_allows
 from tsunagu.placement.scoring import DEFAULT_OBJECTIVE_WEIGHTS, ObjectiveWeights
 from tsunagu.placement.snapshot import ClusterSnapshot
+from tsunagu.placement.throughput import FittedModel, ThroughputModel, choose_model
 
 # Budgets compare floats that went through arithmetic; this keeps 15.000000000000002 within 15.
 BUDGET_TOLERANCE = 1e-9
@@ -34,6 +35,8 @@ class EngineSettings:
     default_bandwidth_gbps: float = 10.0
     preferred_bonus: float = 0.1
     objective_weights: tuple[tuple[Objective, ObjectiveWeights], ...] = DEFAULT_OBJECTIVE_WEIGHTS
+    # What was learned per workload class (placement/calibration); only trusted fits are used.
+    fitted_models: Mapping[str, FittedModel] = field(default_factory=dict)
 
     def weights_for(self, objective: Objective) -> ObjectiveWeights:
         for candidate, weights in self.objective_weights:
@@ -49,6 +52,9 @@ class EngineSettings:
         own = job.placement.max_throughput_loss
         return own if own is not None else self.default_max_throughput_loss
 
+    def throughput_model(self, job: TrainingJobSpec) -> ThroughputModel:
+        return choose_model(job.data_profile, job.workload_class, self.fitted_models)
+
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
@@ -60,6 +66,7 @@ class JobContext:
     snapshot: ClusterSnapshot
     settings: EngineSettings
     demand: Demand  # one gang pod's requirements, as the snapshot caches them
+    model: ThroughputModel  # how this job's throughput suffers from RTT
 
 
 # (job, region, path to the nearest copy of the data or None, predicted throughput loss or None

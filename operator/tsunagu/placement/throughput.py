@@ -7,7 +7,10 @@ to its data.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+from tsunagu.api.profiles import ModelKind, ProfileModel
 from tsunagu.api.types import DataProfile, GeoPoint
 
 REFERENCE_RTT_MS = 15.0
@@ -41,6 +44,96 @@ def data_stall_loss(profile: DataProfile, rtt_ms: float, bandwidth_gbps: float |
     hidden_seconds = profile.prefetch_depth * profile.step_compute_seconds
     stall_seconds = max(0.0, fetch_seconds - hidden_seconds)
     return stall_seconds / (profile.step_compute_seconds + stall_seconds)
+
+
+def curve_loss(k: float, hidden_rtt_ms: float, rtt_ms: float) -> float:
+    """Loss on a learned curve: `x / (1 + x)` with `x = k · max(0, rtt − hidden)`.
+
+    With `hidden_rtt_ms = 0` and `k = REFERENCE_K` this is the reference curve.
+    """
+    extra = k * max(0.0, rtt_ms - hidden_rtt_ms)
+    return extra / (1.0 + extra)
+
+
+def stall_parameters(profile: DataProfile, bandwidth_gbps: float | None) -> tuple[float, float]:
+    """The data-stall model of a profile as the learned curve's (k, hidden RTT in ms).
+
+    Dividing the stall by the step's compute gives `x = k · (rtt − hidden)` with
+    `k = ⌈requests / concurrency⌉ / compute_ms` and `hidden` the RTT that prefetching covers
+    after the transfer time; these two are all that throughput at one bandwidth reveals.
+    """
+    round_trips = math.ceil(profile.requests_per_step / profile.request_concurrency)
+    compute_ms = profile.step_compute_seconds * 1000.0
+    transfer_ms = 0.0
+    if bandwidth_gbps is not None and profile.bytes_per_step > 0:
+        transfer_ms = profile.bytes_per_step * 8 / (bandwidth_gbps * 1e9) * 1000.0
+    hidden_ms = (profile.prefetch_depth * compute_ms - transfer_ms) / round_trips
+    return round_trips / compute_ms, hidden_ms
+
+
+@dataclass(frozen=True, slots=True)
+class FittedModel:
+    """A model learned for one workload class from its jobs' throughput (placement/calibration)."""
+
+    workload_class: str
+    model: ProfileModel
+    samples: int  # usable samples away from the data that the fit rests on
+    rms_error: float  # of the predicted loss over those samples
+    confidence: float  # 0..1, for people; `trusted` is what the engine acts on
+    trusted: bool
+
+    def loss(self, rtt_ms: float) -> float:
+        return curve_loss(self.model.k, self.model.hidden_rtt_ms, rtt_ms)
+
+
+REFERENCE_DESCRIPTION = "reference curve"
+DATA_PROFILE_DESCRIPTION = "dataProfile"
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputModel:
+    """The model chosen for one job, and the words a decision uses to name it."""
+
+    description: str
+    fitted: FittedModel | None = None
+    data_profile: DataProfile | None = None
+
+    def loss(self, rtt_ms: float, bandwidth_gbps: float | None, local: bool) -> float:
+        if local:
+            # Reads next to the data are the baseline every loss is measured against.
+            rtt_ms, bandwidth_gbps = 0.0, None
+        if self.fitted is not None:
+            return self.fitted.loss(rtt_ms)
+        if self.data_profile is not None:
+            return data_stall_loss(self.data_profile, rtt_ms, bandwidth_gbps)
+        return reference_loss(rtt_ms)
+
+
+def describe_fitted(fitted: FittedModel) -> str:
+    kind = "data-stall" if fitted.model.kind == ModelKind.DataStall else "curve"
+    return (
+        f"{kind} calibrated on {fitted.samples} samples of class {fitted.workload_class}"
+        f" (rms {fitted.rms_error:.1%})"
+    )
+
+
+def choose_model(
+    data_profile: DataProfile | None,
+    workload_class: str | None,
+    fitted: Mapping[str, FittedModel],
+) -> ThroughputModel:
+    """What predicts a job's loss: its class's trusted profile, else its dataProfile, else the
+    reference curve.
+
+    A trusted profile wins over a dataProfile because it is what jobs of the class were observed
+    to do; an untrusted one is never used.
+    """
+    learned = fitted.get(workload_class) if workload_class else None
+    if learned is not None and learned.trusted:
+        return ThroughputModel(describe_fitted(learned), fitted=learned)
+    if data_profile is not None:
+        return ThroughputModel(DATA_PROFILE_DESCRIPTION, data_profile=data_profile)
+    return ThroughputModel(REFERENCE_DESCRIPTION)
 
 
 def great_circle_km(a: GeoPoint, b: GeoPoint) -> float:

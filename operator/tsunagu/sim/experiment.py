@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.sim import optimal
 from tsunagu.sim import topology as builtin
 from tsunagu.sim.errors import SimInputError
+from tsunagu.sim.learning import LearningPolicy
 from tsunagu.sim.policies import standard_policies
 from tsunagu.sim.report import document, table
 from tsunagu.sim.simulator import SimulationResult, latency_of, simulate
@@ -17,6 +18,8 @@ from tsunagu.sim.topology import Topology
 from tsunagu.sim.topology_file import load_topology
 from tsunagu.sim.trace import Trace, TraceParameters, generate
 from tsunagu.sim.trace_file import check_regions, load_trace
+from tsunagu.sim.workloads import BUILT_IN as BUILT_IN_CLASSES
+from tsunagu.sim.workloads import assign_classes
 
 DEFAULT_JOBS = {"small": 8}
 DEFAULT_JOBS_OTHERWISE = 300
@@ -32,6 +35,10 @@ class ExperimentConfig:
     jobs: int | None = None
     load: float | None = None
     optimal: str = "auto"  # auto | always | never
+    # Workload classes with true sensitivities the policies are not told (sim/workloads.py).
+    classes: str | None = None
+    # Synthetic trace: the maxThroughputLoss values jobs draw from (None: the trace's default).
+    loss_budgets: tuple[float | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,14 @@ class Experiment:
         if ours and home and home.mean_jct_seconds > 0:
             change = ours.mean_jct_seconds / home.mean_jct_seconds - 1
             lines.append(f"tsunagu mean JCT vs home-only: {change:+.1%}")
+        learning = self.summary(LearningPolicy.name)
+        if ours and learning and ours.mean_jct_seconds > 0:
+            change = learning.mean_jct_seconds / ours.mean_jct_seconds - 1
+            lines.append(
+                f"{LearningPolicy.name} mean JCT vs tsunagu (reference curve): {change:+.1%}; "
+                f"budget violations in fact {learning.budget_violations} vs "
+                f"{ours.budget_violations}"
+            )
         best = self.summary("optimal")
         if ours and best and best.mean_jct_seconds > 0:
             gap = ours.mean_jct_seconds / best.mean_jct_seconds - 1
@@ -119,7 +134,9 @@ def resolve_trace(config: ExperimentConfig, topology: Topology) -> Trace:
     jobs = config.jobs or DEFAULT_JOBS.get(config.topology, DEFAULT_JOBS_OTHERWISE)
     parameters = TraceParameters(jobs=jobs)
     if config.load is not None:
-        parameters = TraceParameters(jobs=jobs, load=config.load)
+        parameters = replace(parameters, load=config.load)
+    if config.loss_budgets is not None:
+        parameters = replace(parameters, max_loss_choices=config.loss_budgets)
     try:
         return generate(topology, parameters, config.seed)
     except ValueError as error:
@@ -141,17 +158,30 @@ def run_experiment(config: ExperimentConfig) -> Experiment:
     topology = resolve_topology(config.topology)
     trace = resolve_trace(config, topology)
     latency = latency_of(topology)
+    classes = {}
+    if config.classes is not None:
+        if config.classes not in BUILT_IN_CLASSES:
+            raise SimInputError(config.classes, "--classes", "is not a built-in class mix (mixed)")
+        mix = BUILT_IN_CLASSES[config.classes]
+        classes = {workload.name: workload for workload in mix}
+        trace = assign_classes(trace, mix, config.seed)
     results: dict[str, SimulationResult] = {}
-    for policy in standard_policies(topology.region_names()):
-        results[policy.name] = simulate(trace, topology, policy, latency)
+    policies = standard_policies(topology.region_names())
+    if classes:
+        policies.insert(1, LearningPolicy(topology.region_names(), classes, seed=config.seed))
+    for policy in policies:
+        results[policy.name] = simulate(trace, topology, policy, latency, classes)
     notes: list[str] = []
     explored = None
-    if _wants_optimal(config, topology, trace):
+    if classes and config.optimal != "never":
+        # The search bounds run times by predicted losses; with true classes it bounds nothing.
+        notes.append("optimal: not run with workload classes")
+    elif _wants_optimal(config, topology, trace):
         outcome = optimal.solve(trace, topology, hints=tuple(results.values()))
         explored = outcome.explored
         if outcome.result is not None:
             results["optimal"] = outcome.result
         else:
             notes.append(f"optimal: search stopped after {outcome.explored} nodes, not reported")
-    summaries = tuple(summarize(result) for result in results.values())
+    summaries = tuple(summarize(result, in_fact=bool(classes)) for result in results.values())
     return Experiment(config, topology, trace, latency, results, summaries, tuple(notes), explored)

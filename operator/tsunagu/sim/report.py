@@ -37,10 +37,16 @@ _COLUMNS = (
 )
 
 
+_BUDGET_COLUMN = _Column("budget viol.", lambda s: str(s.budget_violations))
+
+
 def table(summaries: Sequence[PolicySummary], notes: Sequence[str] = ()) -> str:
-    rows = [[column.header for column in _COLUMNS]]
-    rows += [[column.cell(summary) for column in _COLUMNS] for summary in summaries]
-    widths = [max(len(row[index]) for row in rows) for index in range(len(_COLUMNS))]
+    columns: tuple[_Column, ...] = _COLUMNS
+    if any(summary.budget_violations is not None for summary in summaries):
+        columns = (*_COLUMNS[:7], _BUDGET_COLUMN, *_COLUMNS[7:])
+    rows = [[column.header for column in columns]]
+    rows += [[column.cell(summary) for column in columns] for summary in summaries]
+    widths = [max(len(row[index]) for row in rows) for index in range(len(columns))]
     lines = []
     for number, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])]

@@ -6,15 +6,18 @@ arrival order, every queued job that could have become placeable: the new arriva
 waiting jobs for which capacity was freed in a region that passed every other filter. (Latency
 and regions do not change during a run, so any other waiting job would get the same "no".)
 
-A placed job runs `duration / (1 − predicted loss)` seconds: the engine's throughput model
-stretches remote runs.
+A placed job runs `duration / (1 − loss)` seconds: the loss the engine predicted, or, when the
+run knows the jobs' workload classes (`sim/workloads.py`), the class's true loss at that RTT.
+Policies that learn are told of each job once, `OBSERVE_AFTER_SECONDS` into its run or when it
+finishes if sooner (`observe`): the operator reads a running job's throughput counter the same
+way, once it has run long enough for a rate over the query's window.
 """
 
 from __future__ import annotations
 
 import copy
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tsunagu.api.types import DatasetSpec
@@ -26,6 +29,12 @@ from tsunagu.placement.throughput import slowdown as slowdown_for_loss
 from tsunagu.sim.policies import Attempt, Policy, allocations_of
 from tsunagu.sim.topology import Topology
 from tsunagu.sim.trace import Trace
+from tsunagu.sim.workloads import WorkloadClass
+
+# Budgets compare floats that went through arithmetic (as in the engine).
+_BUDGET_TOLERANCE = 1e-9
+# Start-up, then a few minutes of steady steps for a rate over the query's window.
+OBSERVE_AFTER_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,16 @@ class JobOutcome:
     predicted_loss: float
     rtt_ms: float | None
     residency_violation: bool
+    # The loss the job really ran at: its class's true loss, or the prediction without classes.
+    actual_loss: float = 0.0
+    max_throughput_loss: float | None = None  # the budget the job ran under
+    workload_class: str | None = None
+
+    @property
+    def budget_violation(self) -> bool:
+        """The job really ran slower than its maxThroughputLoss allowed."""
+        budget = self.max_throughput_loss
+        return budget is not None and self.actual_loss > budget + _BUDGET_TOLERANCE
 
     @property
     def gpus(self) -> int:
@@ -89,9 +108,15 @@ class Run:
     """The state of one simulation; `copy()` gives an independent branch (used by `optimal`)."""
 
     def __init__(
-        self, trace: Trace, topology: Topology, policy: Policy, latency: LatencyMatrix | None = None
+        self,
+        trace: Trace,
+        topology: Topology,
+        policy: Policy,
+        latency: LatencyMatrix | None = None,
+        classes: Mapping[str, WorkloadClass] | None = None,
     ) -> None:
         self.policy = policy
+        self.classes = dict(classes or {})
         self.topology = topology
         self.jobs = trace.jobs
         self.datasets = {job.key: job.dataset for job in trace.jobs}
@@ -104,6 +129,7 @@ class Run:
         self.running: dict[int, dict[str, int]] = {}
         self.waiting: dict[int, frozenset[str]] = {}  # arrival index → regions it waits on
         self.outcomes: dict[int, JobOutcome] = {}
+        self.observed: set[int] = set()
 
     def copy(self) -> Run:
         clone = copy.copy(self)
@@ -112,6 +138,7 @@ class Run:
         clone.running = dict(self.running)
         clone.waiting = dict(self.waiting)
         clone.outcomes = dict(self.outcomes)
+        clone.observed = set(self.observed)
         return clone
 
     @property
@@ -140,12 +167,22 @@ class Run:
             for node, gpus in self.running.pop(index).items():
                 self.in_use[node] -= gpus
             freed.add(region)
+            self._observe(index)
+        for index in list(self.running):
+            if self.outcomes[index].start_seconds + OBSERVE_AFTER_SECONDS <= now:
+                self._observe(index)
         arrived = self.arrivals_at(now)
         self.next_arrival += len(arrived)
         retry = [index for index, regions in self.waiting.items() if regions & freed]
         candidates = sorted(arrived + retry, key=lambda index: queue_key(self.jobs[index].spec))
         if candidates:
             self._place(candidates, now)
+
+    def _observe(self, index: int) -> None:
+        observe = getattr(self.policy, "observe", None)
+        if observe is not None and index not in self.observed:
+            self.observed.add(index)
+            observe(self.outcomes[index])
 
     def _place(self, indexes: Sequence[int], now: float) -> None:
         snapshot = self.base.with_allocations({n: g for n, g in self.in_use.items() if g})
@@ -162,7 +199,9 @@ class Run:
         allocations = allocations_of(decision, job)
         region = decision.region or ""
         loss = decision.predicted_loss or 0.0
-        end = now + job.duration_seconds * slowdown_for_loss(loss)
+        workload = self.classes.get(job.spec.workload_class or "")
+        actual = loss if workload is None else workload.true_loss(decision.rtt_ms)
+        end = now + job.duration_seconds * slowdown_for_loss(actual)
         for node, gpus in allocations.items():
             self.in_use[node] = self.in_use.get(node, 0) + gpus
         self.running[index] = allocations
@@ -179,6 +218,9 @@ class Run:
             predicted_loss=loss,
             rtt_ms=decision.rtt_ms,
             residency_violation=dataset is not None and not residency_allows(dataset, region),
+            actual_loss=actual,
+            max_throughput_loss=job.spec.placement.max_throughput_loss,
+            workload_class=job.spec.workload_class,
         )
 
     def result(self) -> SimulationResult:
@@ -192,10 +234,14 @@ class Run:
 
 
 def simulate(
-    trace: Trace, topology: Topology, policy: Policy, latency: LatencyMatrix | None = None
+    trace: Trace,
+    topology: Topology,
+    policy: Policy,
+    latency: LatencyMatrix | None = None,
+    classes: Mapping[str, WorkloadClass] | None = None,
 ) -> SimulationResult:
     """Replays `trace` through `policy` until every job has finished or can never be placed."""
-    run = Run(trace, topology, policy, latency)
+    run = Run(trace, topology, policy, latency, classes)
     while not run.done:
         run.step()
     return run.result()

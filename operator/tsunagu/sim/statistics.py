@@ -26,10 +26,16 @@ class PolicySummary:
     residency_violations: int
     cost: float
     co2_kg: float
+    # Jobs that really ran slower than their maxThroughputLoss; None when the run had no
+    # workload classes (then the real loss is the predicted one, and budgets hold by design).
+    budget_violations: int | None = None
 
     def as_json(self) -> dict[str, float | int | None]:
         # A policy that placed nothing has no mean: null, never the invalid JSON token NaN.
-        return {
+        in_fact = (
+            {} if self.budget_violations is None else {"budgetViolations": self.budget_violations}
+        )
+        return in_fact | {
             "meanJctSeconds": _finite(self.mean_jct_seconds, 3),
             "p95JctSeconds": _finite(self.p95_jct_seconds, 3),
             "meanQueueSeconds": _finite(self.mean_queue_seconds, 3),
@@ -58,7 +64,11 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def summarize(result: SimulationResult, gpu_power_kw: float = GPU_POWER_KW) -> PolicySummary:
+def summarize(
+    result: SimulationResult, gpu_power_kw: float = GPU_POWER_KW, in_fact: bool = False
+) -> PolicySummary:
+    """The summary of a run; `in_fact`: the run knew the true classes, so count budget
+    violations in fact."""
     outcomes = result.outcomes
     regions = {region.name: region for region in result.topology.regions}
     gpu_hours = [outcome.gpus * outcome.run_seconds / 3600.0 for outcome in outcomes]
@@ -82,6 +92,7 @@ def summarize(result: SimulationResult, gpu_power_kw: float = GPU_POWER_KW) -> P
         residency_violations=sum(1 for o in outcomes if o.residency_violation),
         cost=cost,
         co2_kg=grams / 1000.0,
+        budget_violations=sum(1 for o in outcomes if o.budget_violation) if in_fact else None,
     )
 
 
