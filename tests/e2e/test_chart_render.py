@@ -174,6 +174,9 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                 "defaultMaxThroughputLoss": 0.15,
                 "retryIntervalSeconds": 30,
                 "logFormat": "plain",
+                "declaredFallback": True,
+                "nodeLostGraceSeconds": 60,
+                "gangTolerations": ["dedicated=gpu:NoSchedule", "nvidia.com/gpu:NoExecute"],
             },
             {
                 "TSUNAGU_PROMETHEUS_URL": "http://prometheus.monitoring.svc:9090",
@@ -184,6 +187,9 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                 "TSUNAGU_DEFAULT_MAX_THROUGHPUT_LOSS": "0.15",
                 "TSUNAGU_RETRY_INTERVAL": "30",
                 "TSUNAGU_LOG_FORMAT": "plain",
+                "TSUNAGU_DECLARED_FALLBACK": "true",
+                "TSUNAGU_NODE_LOST_GRACE_SECONDS": "60",
+                "TSUNAGU_GANG_TOLERATIONS": "dedicated=gpu:NoSchedule,nvidia.com/gpu:NoExecute",
             },
             set(),
             id="every-setting",
@@ -220,6 +226,11 @@ def test_operator_settings_become_environment_variables(
             id="region-not-a-dns-label",
         ),
         pytest.param({"probes": {"enabled": True}}, "probes.regions", id="probes-without-regions"),
+        pytest.param(
+            {"operator": {"gangTolerations": ["dedicated=gpu"]}},
+            "/operator/gangTolerations/0",
+            id="toleration-without-effect",
+        ),
         pytest.param(
             {"serviceAccount": {"create": False}}, "serviceAccount.name", id="no-account-to-use"
         ),

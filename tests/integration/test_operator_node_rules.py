@@ -4,7 +4,7 @@ pods of other schedulers; and an over-committed node is reported and takes no ne
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -150,3 +150,33 @@ def test_an_overcommitted_node_is_reported_and_takes_no_new_gang(
     wait_condition(cluster, namespace, "avoids", "Scheduled", "True", "Placed")
     assert crowded not in bound_nodes(cluster, namespace, "avoids")
     cluster.kubectl("delete", "pod", "bypass-0", "bypass-1", "-n", namespace, "--wait=false")
+
+
+def test_the_gang_toleration_of_the_safe_set_up_lets_gangs_onto_tainted_gpu_nodes(
+    cluster: Cluster,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    osaka: list[str],
+) -> None:
+    """The safe set-up: GPU nodes tainted so only tsunagu's pods tolerate them."""
+    start_operator("--gang-toleration", TAINT)
+    cluster.kubectl("taint", "nodes", *osaka, TAINT)
+    cluster.apply(dataset(namespace, "d", "osaka", "Pinned"))
+    cluster.apply(training_job(namespace, "tolerated", "d", replicas=2))
+    wait_condition(cluster, namespace, "tolerated", "Scheduled", "True", "Placed")
+    for pod in job_pods(cluster, namespace, "tolerated"):
+        assert pod["spec"]["nodeName"] in osaka
+        assert {"key": "dedicated", "operator": "Equal", "value": "infer",
+                "effect": "NoSchedule"} in pod["spec"]["tolerations"]  # fmt: skip
+    # Another scheduler's pod without the toleration stays off those nodes.
+    selector = {"topology.kubernetes.io/region": "osaka"}
+    cluster.apply(plain_pod(namespace, "outsider", 1, nodeSelector=selector))
+    wait_until(
+        lambda: any(
+            c.get("reason") == "Unschedulable"
+            for c in cluster.get_json("pod", "outsider", "-n", namespace)["status"].get(
+                "conditions", []
+            )
+        ),
+        message="kube-scheduler to leave the outsider pending",
+    )

@@ -41,8 +41,11 @@ FRAMEWORK_RULES = _rules(
 APPLICATION_RULES = _rules(
     ("tsunagu.io", "trainingjobs", "get list watch patch"),
     ("tsunagu.io", "trainingjobs/status", "get patch update"),
-    ("tsunagu.io", "regions datasets", "get list watch"),
+    ("tsunagu.io", "regions", "get list watch"),
+    ("tsunagu.io", "datasets", "get list watch patch"),
     ("tsunagu.io", "regions/status datasets/status", "get patch update"),
+    ("tsunagu.io", "throughputprofiles", "get list watch create"),
+    ("tsunagu.io", "throughputprofiles/status", "get patch update"),
     ("", "nodes", "get list watch"),
     ("", "pods", "get list watch create delete patch"),
     ("", "pods/binding", "create"),

@@ -8,7 +8,7 @@ answers 409, which means "already done".
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tsunagu.api.names import (
@@ -105,8 +105,10 @@ def build_pod(
     region: str,
     dataset: DatasetSpec | None,
     region_selector: Mapping[str, str] | None = None,
+    extra_tolerations: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """Pod of one rank, wired for torch.distributed (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT).
+    `extra_tolerations` (the operator's --gang-toleration) are added to the template's own.
 
     In Bind mode tsunagu is the pod's scheduler and binds it itself; in Delegate mode a required
     node affinity keeps the default scheduler inside the chosen region.
@@ -142,6 +144,9 @@ def build_pod(
             for section in ("requests", "limits"):
                 resources.setdefault(section, {})[GPU_RESOURCE] = str(job.gpus_per_replica)
     spec["containers"] = containers
+    if extra_tolerations:
+        own = list(spec.get("tolerations") or [])
+        spec["tolerations"] = own + [dict(t) for t in extra_tolerations if dict(t) not in own]
     spec.setdefault("restartPolicy", "Never")
     spec["hostname"] = name
     spec["subdomain"] = service_name(job.name)

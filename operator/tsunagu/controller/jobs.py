@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from tsunagu.api.names import API_VERSION, TRAINING_JOB_KIND
 from tsunagu.api.parse import SpecError, parse_training_job
+from tsunagu.api.scheduling import Toleration
 from tsunagu.api.types import JobKey, TrainingJobSpec
 from tsunagu.controller.packed import PackedDocuments
 
@@ -53,8 +54,12 @@ class Forgets(Protocol):
 
 
 class JobTracker:
-    def __init__(self, also_forget: Iterable[Forgets] = ()) -> None:
+    def __init__(
+        self, also_forget: Iterable[Forgets] = (), gang_tolerations: tuple[Toleration, ...] = ()
+    ) -> None:
         self._also_forget = tuple(also_forget)
+        # Tolerations the operator adds to every gang pod: placement must count them too.
+        self._gang_tolerations = gang_tolerations
         # Lean bodies, each read a fresh copy: pods, Services and Events are built from them.
         self._bodies: PackedDocuments[JobKey] = PackedDocuments()
         self._jobs: dict[JobKey, TrackedJob] = {}
@@ -98,11 +103,20 @@ class JobTracker:
         if previous is not None and (previous.uid, previous.generation) == (uid, generation):
             return previous, previous
         try:
-            tracked = TrackedJob(uid, generation, parse_training_job(body))
+            tracked = TrackedJob(
+                uid, generation, self._with_gang_tolerations(parse_training_job(body))
+            )
         except SpecError as error:
             tracked = TrackedJob(uid, generation, None, str(error))
         self._jobs[key] = tracked
         return previous, tracked
+
+    def _with_gang_tolerations(self, spec: TrainingJobSpec) -> TrainingJobSpec:
+        if not self._gang_tolerations:
+            return spec
+        requirements = spec.pod_requirements
+        tolerations = requirements.tolerations + self._gang_tolerations
+        return replace(spec, requirements=replace(requirements, tolerations=tolerations))
 
     def get(self, key: JobKey) -> TrackedJob | None:
         return self._jobs.get(key)

@@ -8,8 +8,33 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from tsunagu.api.scheduling import TaintEffect, Toleration, TolerationOperator
 from tsunagu.placement.engine import EngineSettings
 from tsunagu.sources.latency import LatencySettings
+
+
+def gang_toleration(text: str) -> Toleration:
+    """A toleration from `KEY[=VALUE]:EFFECT` (the form `kubectl taint` takes): Equal with a
+    value, Exists without; raises ValueError naming what is wrong."""
+    key_value, _, effect = text.rpartition(":")
+    key, has_value, value = key_value.partition("=")
+    if not key or effect not in tuple(TaintEffect):
+        raise ValueError(
+            f"--gang-toleration: {text!r} is not KEY[=VALUE]:EFFECT with EFFECT one of "
+            f"{', '.join(TaintEffect)}"
+        )
+    operator = TolerationOperator.Equal if has_value else TolerationOperator.Exists
+    return Toleration(key, operator, value, TaintEffect(effect))
+
+
+def toleration_body(toleration: Toleration) -> dict[str, str]:
+    """The toleration as a pod spec carries it."""
+    body = {"key": toleration.key, "operator": str(toleration.operator)}
+    if toleration.value:
+        body["value"] = toleration.value
+    if toleration.effect is not None:
+        body["effect"] = str(toleration.effect)
+    return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +48,9 @@ class SchedulingSettings:
     bind_concurrency: int = 8
     # A gang on a node NotReady for longer than this is placed again (a node gone: at once).
     node_lost_grace_seconds: float = 300.0
+    # Added to every gang pod (and honoured when placing): the toleration of the taint that
+    # keeps other schedulers' pods off the GPU nodes.
+    gang_tolerations: tuple[Toleration, ...] = ()
 
     def engine(self) -> EngineSettings:
         return EngineSettings(
@@ -76,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch only this namespace, repeatable; default: all (env TSUNAGU_NAMESPACE, a,b)",
     )  # fmt: skip
     parser.set_defaults(env_namespaces=env_namespaces)
+    env_tolerations = [t for t in (_env("gang-tolerations") or "").split(",") if t]
+    parser.add_argument(
+        "--gang-toleration", action="append", default=None, metavar="KEY[=VALUE]:EFFECT",
+        help="add this toleration to every gang pod, repeatable "
+        "(env TSUNAGU_GANG_TOLERATIONS, comma-separated)",
+    )  # fmt: skip
+    parser.set_defaults(env_gang_tolerations=env_tolerations)
     flag("prometheus-url", str, None, "Prometheus base URL; without it only declared links count")
     flag(
         "latency-query", str, None, "PromQL returning RTT in seconds per source/target region pair"
@@ -124,6 +159,12 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         raise SystemExit(
             f"tsunagu run: --report-hold-seconds must be 0 or more (got {args.report_hold_seconds})"
         )
+    try:
+        tolerations = tuple(
+            gang_toleration(text) for text in args.gang_toleration or args.env_gang_tolerations
+        )
+    except ValueError as error:
+        raise SystemExit(f"tsunagu run: {error}") from None
     return OperatorSettings(
         namespaces=tuple(args.namespace or args.env_namespaces),
         latency=LatencySettings(
@@ -140,6 +181,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             retry_interval=args.retry_interval,
             bind_concurrency=args.bind_concurrency,
             node_lost_grace_seconds=args.node_lost_grace_seconds,
+            gang_tolerations=tolerations,
         ),
         reporting=ReportingSettings(hold_seconds=args.report_hold_seconds),
         serving=ServingSettings(

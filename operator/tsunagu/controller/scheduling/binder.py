@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -51,6 +51,7 @@ class GangBinder:
         assumed: AssumeCache,
         inflight: InFlight,
         concurrency: int,
+        gang_tolerations: Sequence[Mapping[str, str]] = (),
         on_bound: Callable[[JobKey], None],
         on_rolled_back: Callable[[JobKey], Awaitable[None]],
     ) -> None:
@@ -62,6 +63,7 @@ class GangBinder:
         self.assumed = assumed
         self.inflight = inflight
         self.slots = asyncio.Semaphore(concurrency)
+        self.gang_tolerations = tuple(gang_tolerations)
         # The lifecycle looks at the job after its gang is bound, or after it was rolled back.
         self.on_bound = on_bound
         self.on_rolled_back = on_rolled_back
@@ -96,7 +98,7 @@ class GangBinder:
         region = self.catalog.regions.get(decision.region)
         selector = dict(region.node_selector) if region and region.node_selector else None
         pods = [
-            build_pod(job, body, rank, decision.region, dataset, selector)
+            build_pod(job, body, rank, decision.region, dataset, selector, self.gang_tolerations)
             for rank in range(job.replicas)
         ]
         await _all(self._create_pod(pod, ours) for pod in pods)

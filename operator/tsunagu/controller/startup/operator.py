@@ -29,7 +29,7 @@ from tsunagu.controller.scheduling.binder import GangBinder
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.scheduling.scheduler import Scheduler
-from tsunagu.controller.settings import OperatorSettings
+from tsunagu.controller.settings import OperatorSettings, toleration_body
 from tsunagu.controller.tasks import TaskGroup
 from tsunagu.sources.latency import latency_source
 
@@ -76,7 +76,10 @@ class Operator:
             self.statuses, client, gangs_idle=self.inflight.idle,
             max_hold=settings.reporting.hold_seconds,
         )  # fmt: skip
-        self.jobs = JobTracker(also_forget=(self.queue, self.assumed, self.statuses))
+        self.jobs = JobTracker(
+            also_forget=(self.queue, self.assumed, self.statuses),
+            gang_tolerations=settings.scheduling.gang_tolerations,
+        )
         self.events = EventRecorder(self.reports, self.jobs)
         self.lifecycle = JobLifecycle(
             jobs=self.jobs, cluster=self.cluster, queue=self.queue, statuses=self.statuses,
@@ -87,6 +90,7 @@ class Operator:
             client=client, catalog=self.catalog, jobs=self.jobs, statuses=self.statuses,
             events=self.events, assumed=self.assumed, inflight=self.inflight,
             concurrency=settings.scheduling.bind_concurrency,
+            gang_tolerations=[toleration_body(t) for t in settings.scheduling.gang_tolerations],
             on_bound=self.lifecycle.reconcile_soon, on_rolled_back=self.lifecycle.reconcile,
         )  # fmt: skip
         self.scheduler = Scheduler(
