@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NoReturn
@@ -35,6 +34,7 @@ from urllib3.util.retry import Retry
 from tsunagu.placement.latency import Measurement
 from tsunagu.sources.latency import UpdateCallback
 from tsunagu.sources.latency_settings import PrometheusLatencySettings
+from tsunagu.sources.promql import SampleProblem, read_instant_sample
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +82,10 @@ def _check_sample(
     settings: PrometheusLatencySettings,
     known_regions: Collection[str] | None,
 ) -> _Sample | RejectReason:
-    if not isinstance(raw, Mapping):
-        return RejectReason.MALFORMED
-    labels, value = raw.get("metric"), raw.get("value")
-    if not isinstance(labels, Mapping) or not isinstance(value, list | tuple) or len(value) != 2:
-        return RejectReason.MALFORMED
-    try:
-        timestamp, number = float(value[0]), float(value[1])
-    except (TypeError, ValueError):
-        return RejectReason.MALFORMED
-    if not math.isfinite(timestamp):
-        return RejectReason.MALFORMED
-    source, target = labels.get(settings.source_label), labels.get(settings.target_label)
-    if not isinstance(source, str) or not isinstance(target, str) or not source or not target:
-        return RejectReason.MISSING_LABEL
-    if math.isnan(number):
-        return RejectReason.NOT_A_NUMBER
-    if math.isinf(number):
-        return RejectReason.INFINITE
-    if number < 0:
-        return RejectReason.NEGATIVE
+    sample = read_instant_sample(raw, settings.source_label, settings.target_label)
+    if isinstance(sample, SampleProblem):
+        return RejectReason(sample.value)
+    source, target, timestamp, number = sample.first, sample.second, sample.timestamp, sample.value
     value_ms = number * settings.unit.to_ms
     if value_ms > settings.max_rtt_ms:
         return RejectReason.ABSURD

@@ -15,13 +15,13 @@ reset inside the window is absorbed by `rate()` itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from tsunagu.api.profiles import ThroughputSample
+from tsunagu.sources.promql import SampleProblem, read_instant_sample
 
 DEFAULT_QUERY = "sum by (namespace, job) (rate(tsunagu_training_samples_total[2m]))"
 # Samples per second above this are a unit mistake or a broken exporter, not a measurement.
@@ -72,26 +72,10 @@ class RateConversion:
 
 
 def _check(raw: object, settings: ThroughputQuerySettings) -> ObservedRate | RejectReason:
-    if not isinstance(raw, Mapping):
-        return RejectReason.MALFORMED
-    labels, value = raw.get("metric"), raw.get("value")
-    if not isinstance(labels, Mapping) or not isinstance(value, list | tuple) or len(value) != 2:
-        return RejectReason.MALFORMED
-    try:
-        timestamp, number = float(value[0]), float(value[1])
-    except (TypeError, ValueError):
-        return RejectReason.MALFORMED
-    if not math.isfinite(timestamp):
-        return RejectReason.MALFORMED
-    namespace, job = labels.get(settings.namespace_label), labels.get(settings.job_label)
-    if not isinstance(namespace, str) or not isinstance(job, str) or not namespace or not job:
-        return RejectReason.MISSING_LABEL
-    if math.isnan(number):
-        return RejectReason.NOT_A_NUMBER
-    if math.isinf(number):
-        return RejectReason.INFINITE
-    if number < 0:
-        return RejectReason.NEGATIVE
+    sample = read_instant_sample(raw, settings.namespace_label, settings.job_label)
+    if isinstance(sample, SampleProblem):
+        return RejectReason(sample.value)
+    namespace, job, timestamp, number = sample.first, sample.second, sample.timestamp, sample.value
     if number == 0:
         return RejectReason.ZERO
     if number > settings.max_throughput:
