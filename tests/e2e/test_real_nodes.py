@@ -1,0 +1,191 @@
+"""Real pods on real kubelet nodes (hack/realnodes.sh): a TrainingJob placed by the operator runs
+a distributed program that rendezvouses through MASTER_ADDR and succeeds by itself, and the
+kubelet's own admission refuses a pod that would over-commit the GPUs the gang holds."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.cluster import REPO_ROOT, Cluster, OperatorProcess, wait_for_namespace_gone
+from tests.support.realnodes import (
+    GPUS_PER_REAL_NODE,
+    REAL_NODE_NAMES,
+    REAL_REGION,
+    DatasetServer,
+    bring_up_real_cluster,
+    cannot_run_reason,
+    dataset_server,
+    host_ip,
+    pod_log,
+    real_regions,
+)
+from tests.support.scenario import (
+    free_port,
+    job_pods,
+    training_job,
+    wait_condition,
+    wait_ready,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+TRAINER_IMAGE = "tsunagu.local/trainer:dev"
+CRDS = ("regions.tsunagu.io", "datasets.tsunagu.io", "trainingjobs.tsunagu.io")
+
+
+@pytest.fixture(scope="module")
+def real_cluster() -> Cluster:
+    reason = cannot_run_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        cluster = bring_up_real_cluster()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in CRDS)
+    )
+    cluster.apply(real_regions())
+    return cluster
+
+
+@pytest.fixture
+def namespace(real_cluster: Cluster) -> Iterator[str]:
+    name = f"r-{uuid.uuid4().hex[:10]}"
+    real_cluster.kubectl("create", "namespace", name)
+    yield name
+    real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    wait_for_namespace_gone(real_cluster, name, timeout=180)
+
+
+@pytest.fixture
+def operator(real_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    port = free_port()
+    process = OperatorProcess(
+        real_cluster,
+        ["--liveness-port", str(port), "--metrics-port", "0", "--retry-interval", "2"],
+    )
+    try:
+        wait_ready(process, port)
+        yield process
+    finally:
+        process.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"--- operator log ---\n{process.output()[-8000:]}")
+
+
+@pytest.fixture
+def storage() -> Iterator[DatasetServer]:
+    with dataset_server(host_ip()) as server:
+        yield server
+
+
+def http_dataset(namespace: str, name: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "tsunagu.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "homeRegion": REAL_REGION,
+            "residency": {"mode": "Pinned"},
+            "access": {"endpoint": endpoint},
+            "sizeGiB": 1,
+        },
+    }
+
+
+def real_job(namespace: str, name: str, dataset: str, command: list[str] | None = None) -> Any:
+    """Two ranks of all the GPUs of one node each: the gang needs both real nodes."""
+    body = training_job(namespace, name, dataset, replicas=2, gpus=GPUS_PER_REAL_NODE)
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": TRAINER_IMAGE,
+        "imagePullPolicy": "Never",
+        "env": [{"name": "TRAINER_RECORDS", "value": "3"}],
+    }
+    if command:
+        container["command"] = command
+    # `sleep` as PID 1 ignores SIGTERM: without a short grace the namespace takes 30 s to go.
+    spec = {"containers": [container], "terminationGracePeriodSeconds": 1}
+    body["spec"]["template"] = {"spec": spec}
+    return body
+
+
+def test_two_ranks_on_two_real_nodes_rendezvous_and_succeed(
+    real_cluster: Cluster, namespace: str, operator: OperatorProcess, storage: DatasetServer
+) -> None:
+    real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
+    real_cluster.apply(real_job(namespace, "allreduce", "corpus"))
+
+    body = wait_condition(
+        real_cluster, namespace, "allreduce", "Finished", "True", "Succeeded", timeout=120
+    )
+    assert body["status"]["region"] == REAL_REGION
+    pods = {int(p["metadata"]["labels"]["tsunagu.io/rank"]): p for p in job_pods(
+        real_cluster, namespace, "allreduce")}  # fmt: skip
+    assert sorted(pods) == [0, 1]
+    assert {p["spec"]["nodeName"] for p in pods.values()} == set(REAL_NODE_NAMES)
+    assert all(p["status"]["phase"] == "Succeeded" for p in pods.values())
+
+    master = f"allreduce-0.allreduce.{namespace}.svc"
+    logs = {rank: pod_log(real_cluster, namespace, f"allreduce-{rank}") for rank in pods}
+    # Each rank adds rank+1 plus the 3 records it read: (1+3) + (2+3).
+    for rank, text in logs.items():
+        assert f"[rank {rank}] starting: world size 2, region {REAL_REGION}" in text, text
+        assert f"[rank {rank}] read 3 records of dataset corpus (home {REAL_REGION}" in text, text
+        assert f"[rank {rank}] all-reduce sum = 9 (expected 9) over 2 ranks" in text, text
+        assert f"[rank {rank}] done" in text, text
+    assert f"[rank 0] rendezvous at {master}:29500 complete: 2 ranks" in logs[0]
+    assert f"[rank 1] connected to {master}:29500" in logs[1]
+    assert sorted(request["rank"] for request in storage.requests) == ["0", "1"]
+
+
+def test_kubelet_refuses_a_foreign_pod_on_gpus_the_gang_holds(
+    real_cluster: Cluster, namespace: str, operator: OperatorProcess, storage: DatasetServer
+) -> None:
+    real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
+    real_cluster.apply(real_job(namespace, "holder", "corpus", command=["sleep", "300"]))
+    wait_condition(real_cluster, namespace, "holder", "Running", "True", "PodsRunning")
+    gang = {p["metadata"]["name"]: p["metadata"]["uid"] for p in job_pods(
+        real_cluster, namespace, "holder")}  # fmt: skip
+    node = REAL_NODE_NAMES[0]
+
+    # Another scheduler's pod, bound straight onto a node whose GPUs the gang holds: only the
+    # kubelet's admission stands between it and an over-committed GPU.
+    real_cluster.apply({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "intruder", "namespace": namespace},
+        "spec": {
+            "schedulerName": "another-scheduler",
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c", "image": TRAINER_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sleep", "300"],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }],
+        },
+    })  # fmt: skip
+
+    def rejected() -> dict[str, Any] | None:
+        pod = real_cluster.get_json("pod", "intruder", "-n", namespace)
+        return pod if pod["status"].get("phase") == "Failed" else None
+
+    intruder = wait_until(rejected, timeout=60, message="the kubelet to reject the intruder")
+    assert intruder["status"]["reason"] == "OutOfnvidia.com/gpu", intruder["status"]
+    assert "nvidia.com/gpu" in intruder["status"]["message"]
+
+    after = job_pods(real_cluster, namespace, "holder")
+    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in after} == gang
+    assert all(p["status"]["phase"] == "Running" for p in after)
+    body = wait_condition(real_cluster, namespace, "holder", "Running", "True", "PodsRunning")
+    assert body["status"]["region"] == REAL_REGION
