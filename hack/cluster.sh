@@ -96,7 +96,16 @@ real_node_args() {
   ip=$(TSUNAGU_STATE=$STATE_DIR "$HACK_DIR/realnodes.sh" host-ip)
   # kwokctl v0.8.0 files a component's second --extra-args under the index of the argument, not
   # of the component: giving every component its first argument before any second one works.
-  printf '%s\n' --extra-args kube-apiserver=kubelet-preferred-address-types=InternalIP \
+  # Pods reach the API server at the `kubernetes` Service's first IP (10.0.0.1 by default) and
+  # check its certificate, which kwokctl makes for loopback only unless told more names.
+  cat >"$STATE_DIR/kwokctl-real-nodes.yaml" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  kubeApiserverCertSANs: ["10.0.0.1", "$ip", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+EOF
+  printf '%s\n' --config "$STATE_DIR/kwokctl-real-nodes.yaml" \
+    --extra-args kube-apiserver=kubelet-preferred-address-types=InternalIP \
     --extra-args kwok-controller=manage-all-nodes=false \
     --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --extra-args kube-apiserver=bind-address=0.0.0.0 \

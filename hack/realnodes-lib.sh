@@ -12,6 +12,8 @@ REAL_GPU_PRODUCT=${REAL_GPU_PRODUCT:-NVIDIA-H100-80GB-HBM3}
 REAL_POD_PREFIX=${REAL_POD_PREFIX:-10.233}
 REAL_PORT_BASE=${REAL_PORT_BASE:-11250}
 CNI_BIN_DIR=${CNI_BIN_DIR:-/usr/lib/cni}
+# Images built by hack/image.sh and imported into every node's containerd.
+REAL_IMAGES=${REAL_IMAGES:-pause trainer operator}
 # What the kubelet, kube-proxy and the CNI bridge plugin may change; recorded before, put back after.
 TOUCHED_SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.forwarding net.ipv6.conf.all.forwarding
   vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
@@ -63,8 +65,10 @@ iptables_rules() {
   done
 }
 
-# Directories containerd and the CNI plugins create on first use.
-RUNTIME_DIRS=(/run/containerd /run/netns /var/lib/cni /opt/containerd)
+# Directories containerd, the CNI plugins and the kubelet create on first use whatever they are
+# told (the kubelet's device-plugin socket and container log links have fixed paths).
+RUNTIME_DIRS=(/run/containerd /run/netns /var/lib/cni /opt/containerd /var/lib/kubelet
+  /var/log/containers /var/log/pods)
 
 nft_tables() { command -v nft >/dev/null && nft list tables 2>/dev/null | sort || true; }
 
@@ -136,7 +140,10 @@ restore_host() {
     ip link delete "$link" 2>/dev/null || true
   done
   for line in "${RUNTIME_DIRS[@]}"; do
-    grep -qxF "$line" "$REAL_DIR/dirs.before" || find "$line" -depth -type d -empty -delete 2>/dev/null || true
+    grep -qxF "$line" "$REAL_DIR/dirs.before" && continue
+    # Sockets, links and empty directories only: a regular file found there is never ours to delete.
+    find "$line" -depth \( -type s -o -type l \) -delete 2>/dev/null || true
+    find "$line" -depth -type d -empty -delete 2>/dev/null || true
   done
 }
 
@@ -232,8 +239,7 @@ EOF
 }
 
 write_kubelet_config() {
-  local dir=$1 name=$2 index=$3 ip=$4 root
-  root=$(cgroup_roots "$name" | head -n 1)
+  local dir=$1 name=$2 index=$3 ip=$4
   cat >"$dir/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -244,7 +250,7 @@ healthzPort: 0
 containerRuntimeEndpoint: unix://$dir/containerd.sock
 cgroupDriver: cgroupfs
 # Each kubelet owns its cgroup subtree: one removes the pod cgroups it does not know.
-cgroupRoot: /${root##*/}
+cgroupRoot: /tsunagu-$name
 failCgroupV1: false
 failSwapOn: false
 # No KUBE-FIREWALL rules in the host's iptables (the 127/8 drop would reach other clusters).
@@ -260,6 +266,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 20
+# Each kubelet removes the log directories of pods it does not know: one directory per node.
+podLogsDir: $dir/pod-logs
+volumePluginDir: $dir/volume-plugins
 EOF
 }
 
@@ -274,10 +283,14 @@ start_node() {
   write_kubelet_config "$dir" "$name" "$index" "$ip"
   start_daemon "$dir/containerd.pid" "$dir/logs/containerd.log" containerd --config "$dir/containerd.toml"
   wait_for 30 "containerd of $name" ctr --address "$dir/containerd.sock" version
-  local image
-  for image in pause trainer; do
-    ctr_ "$name" images import "$("$HACK_DIR/image.sh" "$image")" >/dev/null \
+  local image archive
+  for image in $REAL_IMAGES; do
+    archive=$("$HACK_DIR/image.sh" "$image")
+    # An archive's name carries its content key: one imported already is not imported again.
+    [[ -f $dir/imported/${archive##*/} ]] && continue
+    ctr_ "$name" images import "$archive" >/dev/null \
       || die "could not import the $image image into $name's containerd"
+    mkdir -p "$dir/imported" && touch "$dir/imported/${archive##*/}"
   done
   start_daemon "$dir/kubelet.pid" "$dir/logs/kubelet.log" "$K8S_NODE_BIN/kubelet" \
     --config "$dir/kubelet.yaml" --kubeconfig "$KUBECONFIG_PATH" --root-dir "$dir/kubelet" \

@@ -16,8 +16,8 @@ up() {
   "$HACK_DIR/tools.sh" node
   mkdir -p "$REAL_DIR"
   [[ -f $REAL_DIR/host.before ]] || record_host
-  "$HACK_DIR/image.sh" pause >/dev/null
-  "$HACK_DIR/image.sh" trainer >/dev/null
+  local image
+  for image in $REAL_IMAGES; do "$HACK_DIR/image.sh" "$image" >/dev/null; done
   start_coredns
   local index
   for ((index = 0; index < REAL_NODES; index++)); do
