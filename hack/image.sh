@@ -25,6 +25,16 @@ image_tag() {
 
 key_of() { sha256sum | cut -c1-12; }
 
+# write_image NAME ARCHIVE.py-ARGS...: writes the archive of NAME, replacing older builds of it.
+write_image() {
+  local name=$1 out=$2
+  shift 2
+  python3 "$HACK_DIR/image/archive.py" "$out.new" --tag "$(image_tag "$name")" "$@" \
+    || die "could not write the $name image archive"
+  rm -f "$IMAGE_CACHE/$name"-*.tar
+  mv "$out.new" "$out"
+}
+
 # The Debian base layer: minbase plus python3, without apt's caches and the docs.
 rootfs_layer() {
   local key out tree
@@ -63,7 +73,7 @@ build_pause() {
     mkdir -p "$work/root"
     gcc -Os -static -s -o "$work/root/pause" "$HACK_DIR/image/pause.c" || die "could not compile pause.c"
     layer_from_dir "$work/root" "$work/layer.tar"
-    python3 "$HACK_DIR/image/archive.py" "$out" --tag "$(image_tag pause)" --layer "$work/layer.tar" \
+    write_image pause "$out" --layer "$work/layer.tar" \
       --entrypoint '["/pause"]'
     rm -rf "$work"
   fi
@@ -80,7 +90,7 @@ build_trainer() {
     mkdir -p "$work/root/opt/tsunagu"
     install -m 0644 "$HACK_DIR/trainer/trainer.py" "$work/root/opt/tsunagu/trainer.py"
     layer_from_dir "$work/root" "$work/layer.tar"
-    python3 "$HACK_DIR/image/archive.py" "$out" --tag "$(image_tag trainer)" \
+    write_image trainer "$out" \
       --layer "$base" --layer "$work/layer.tar" \
       --entrypoint '["python3", "-u", "/opt/tsunagu/trainer.py"]' --user 65534
     rm -rf "$work"
@@ -88,27 +98,38 @@ build_trainer() {
   echo "$out"
 }
 
-# The operator as the Dockerfile builds it: the project's wheel and its dependencies, installed
-# for the image's Python (the same Debian Python as the host's), run as a non-root user.
+# The operator as the Dockerfile builds it: a venv at /opt/tsunagu made by the image's own Python
+# (so its scripts and symlinks point inside the image), holding the project's wheel and its
+# dependencies, without pip; run as the numeric non-root user. The wheels are fetched on the
+# host; the install in the image tree needs no network.
 build_operator() {
-  local base key out work wheel
+  local base key out work pip_wheel
   base=$(rootfs_layer)
-  key=$( (basename "$base"; cat "$REPO_ROOT/pyproject.toml" "$HACK_DIR/image/archive.py"
-          find "$REPO_ROOT/operator" -name '*.py' -print0 | sort -z | xargs -0 cat) | key_of)
+  key=$( (basename "$base"; cat "$REPO_ROOT/pyproject.toml" "$HACK_DIR/image/archive.py" "${BASH_SOURCE[0]}"
+          find "$REPO_ROOT/operator" -type f -name '*.py' -print0 | sort -z | xargs -0 cat) | key_of)
   out="$IMAGE_CACHE/operator-$key.tar"
   if [[ ! -f $out ]]; then
     [[ -x $PYTHON ]] || die "no Python at $PYTHON (run 'make venv')"
-    work=$(mktemp -d)
-    "$PYTHON" -m pip wheel -q --no-deps -w "$work/wheel" "$REPO_ROOT" || die "could not build the wheel"
-    wheel=$(ls "$work"/wheel/*.whl)
-    mkdir -p "$work/root/opt/tsunagu/lib"
-    /usr/bin/python3 -m pip install -q --no-compile --target "$work/root/opt/tsunagu/lib" "$wheel" \
-      || die "could not install the wheel and its dependencies"
-    layer_from_dir "$work/root" "$work/layer.tar"
-    python3 "$HACK_DIR/image/archive.py" "$out" --tag "$(image_tag operator)" \
+    [[ $(id -u) == 0 ]] || die "building the operator image needs root (chroot)"
+    work=$(mktemp -d "$IMAGE_CACHE/operator.XXXXXX")
+    mkdir -p "$work/tree" "$work/tree/wheels"
+    "$PYTHON" -m pip wheel -q -w "$work/tree/wheels" "$REPO_ROOT" >"$work/pip.log" 2>&1 \
+      && "$PYTHON" -m pip download -q --no-deps -d "$work/tree/wheels" pip >>"$work/pip.log" 2>&1 \
+      || die "could not fetch the wheels (log: $work/pip.log)"
+    pip_wheel=$(cd "$work/tree/wheels" && ls pip-*.whl)
+    tar -C "$work/tree" -xf "$base"
+    chroot "$work/tree" /usr/bin/python3 -m venv --without-pip /opt/tsunagu \
+      && chroot "$work/tree" /opt/tsunagu/bin/python "/wheels/$pip_wheel/pip" install -q --no-index \
+           --no-cache-dir --no-compile --find-links /wheels tsunagu >>"$work/pip.log" 2>&1 \
+      && chroot "$work/tree" /opt/tsunagu/bin/tsunagu --help >/dev/null \
+      || die "could not install tsunagu into the image tree (log: $work/pip.log)"
+    tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$work/tree" -cf "$work/layer.tar" \
+      opt/tsunagu
+    write_image operator "$out" \
       --layer "$base" --layer "$work/layer.tar" \
-      --env PATH=/usr/local/bin:/usr/bin:/bin --env PYTHONPATH=/opt/tsunagu/lib --env PYTHONUNBUFFERED=1 \
-      --entrypoint '["python3", "-m", "tsunagu.cli"]' --cmd '["run"]' --user 65532
+      --env PATH=/opt/tsunagu/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --env PYTHONDONTWRITEBYTECODE=1 --env PYTHONUNBUFFERED=1 \
+      --entrypoint '["tsunagu"]' --cmd '["run"]' --user 65532:65532
     rm -rf "$work"
   fi
   echo "$out"

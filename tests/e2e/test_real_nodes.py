@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import REPO_ROOT, Cluster, OperatorProcess, wait_for_namespace_gone
+from tests.support.helm import CHART, Helm
 from tests.support.realnodes import (
     GPUS_PER_REAL_NODE,
     REAL_NODE_NAMES,
@@ -24,7 +25,9 @@ from tests.support.realnodes import (
     real_regions,
 )
 from tests.support.scenario import (
+    condition,
     free_port,
+    job,
     job_pods,
     training_job,
     wait_condition,
@@ -189,3 +192,82 @@ def test_kubelet_refuses_a_foreign_pod_on_gpus_the_gang_holds(
     assert all(p["status"]["phase"] == "Running" for p in after)
     body = wait_condition(real_cluster, namespace, "holder", "Running", "True", "PodsRunning")
     assert body["status"]["region"] == REAL_REGION
+
+
+# Kopf names its peering identity after getpass.getuser(), which raises KeyError for a UID with
+# no passwd entry and no USER/LOGNAME in the environment: the image's 65532 has none.
+NO_PASSWD_ENTRY = pytest.mark.xfail(
+    strict=True,
+    reason="tsunagu run crashes as UID 65532 without a passwd entry: kopf's detect_own_id calls "
+    "getpass.getuser() (KeyError: 'getpwuid(): uid not found: 65532'); needs an explicit Kopf "
+    "identity in tsunagu run, or USER set by the Dockerfile/chart",
+)
+
+
+@pytest.mark.parametrize(
+    "extra_env",
+    [
+        pytest.param([], id="as-shipped", marks=NO_PASSWD_ENTRY),
+        pytest.param([{"name": "USER", "value": "tsunagu"}], id="with-USER-set"),
+    ],
+)
+def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
+    real_cluster: Cluster,
+    namespace: str,
+    storage: DatasetServer,
+    helm: Helm,
+    extra_env: list[dict[str, str]],
+) -> None:
+    """The operator image (hack/image.sh operator: the Dockerfile's contents) under the chart's
+    ServiceAccount, restricted Pod Security and read-only root filesystem, on a real kubelet."""
+    suffix = uuid.uuid4().hex[:6]
+    system, release = f"tsunagu-system-{suffix}", f"tsunagu-{suffix}"
+    real_cluster.apply({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": system, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        }},
+    })  # fmt: skip
+    values = {
+        "image": {"repository": "tsunagu.local/operator", "tag": "dev", "pullPolicy": "Never"},
+        "operator": {"retryIntervalSeconds": 2, "extraEnv": extra_env},
+    }
+    install = helm.run(
+        "install", release, str(CHART), "--namespace", system, "--kubeconfig",
+        real_cluster.kubeconfig, "--wait", "--timeout", "120s", values=values, check=False,
+    )  # fmt: skip
+    try:
+        assert install.returncode == 0, f"helm install failed: {install.stderr}"
+        assert "violate" not in install.stderr, f"Pod Security warnings: {install.stderr}"
+        (operator_pod,) = real_cluster.get_json("pods", "-n", system)["items"]
+        assert operator_pod["spec"]["nodeName"] in REAL_NODE_NAMES
+        container = operator_pod["spec"]["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+        real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
+        real_cluster.apply(real_job(namespace, "inpod", "corpus"))
+
+        def finished() -> bool:
+            pod = real_cluster.get_json("pod", operator_pod["metadata"]["name"], "-n", system)
+            if pod["status"]["containerStatuses"][0]["restartCount"]:
+                previous = real_cluster.kubectl(
+                    "logs", "--previous", pod["metadata"]["name"], "-n", system, check=False
+                )
+                pytest.fail(f"the operator pod crashed:\n{previous.stdout[-3000:]}")
+            found = condition(job(real_cluster, namespace, "inpod"), "Finished")
+            return bool(found and found["status"] == "True" and found["reason"] == "Succeeded")
+
+        # No other operator runs against this cluster: the one in the pod placed and followed it.
+        wait_until(finished, timeout=120, message="inpod Finished=True Succeeded")
+        pods = job_pods(real_cluster, namespace, "inpod")
+        assert {p["spec"]["nodeName"] for p in pods} == set(REAL_NODE_NAMES)
+        assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+    finally:
+        helm.run(
+            "uninstall", release, "--namespace", system, "--kubeconfig",
+            real_cluster.kubeconfig, "--wait", check=False,
+        )  # fmt: skip
+        real_cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
+        wait_for_namespace_gone(real_cluster, system, timeout=180)
