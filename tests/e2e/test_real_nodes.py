@@ -4,14 +4,16 @@ kubelet's own admission refuses a pod that would over-commit the GPUs the gang h
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.cluster import REPO_ROOT, Cluster, OperatorProcess, wait_for_namespace_gone
+from tests.support.cluster import HACK, REPO_ROOT, Cluster, OperatorProcess, wait_for_namespace_gone
 from tests.support.helm import CHART, Helm
+from tests.support.hoststate import host_leftovers, recorded_host_state
 from tests.support.realnodes import (
     GPUS_PER_REAL_NODE,
     REAL_NODE_NAMES,
@@ -22,6 +24,7 @@ from tests.support.realnodes import (
     dataset_server,
     host_ip,
     pod_log,
+    real_cluster_env,
     real_regions,
 )
 from tests.support.scenario import (
@@ -271,3 +274,17 @@ def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
         )  # fmt: skip
         real_cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
         wait_for_namespace_gone(real_cluster, system, timeout=180)
+
+
+def test_down_leaves_the_host_as_it_was(real_cluster: Cluster) -> None:
+    """Last of the module: the real nodes go, and with them every process, mount, cgroup, link,
+    iptables chain, nft table, runtime directory and sysctl change they made. The control plane
+    stays up (as the other suites leave theirs), so the next run only starts the nodes again."""
+    recorded = recorded_host_state()
+    result = subprocess.run(
+        [str(HACK / "realnodes.sh"), "down"],
+        capture_output=True, text=True, check=False, env=real_cluster_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    assert host_leftovers(recorded) == []
