@@ -9,6 +9,7 @@
 #   hack/realnodes.sh down    stop them and restore the host
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$HACK_DIR/realnodes-lib.sh"
+source "$HACK_DIR/realnodes-host.sh"
 
 up() {
   check_host || exit 1

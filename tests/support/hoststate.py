@@ -33,9 +33,9 @@ def _lines(path: Path) -> list[str]:
 def recorded_host_state() -> RecordedHost:
     """What hack/realnodes.sh recorded before it started anything; read it before `down`."""
     sysctls = dict(line.split("=", 1) for line in _lines(RECORD / "sysctl.before"))
-    script = (HACK / "realnodes-lib.sh").read_text(encoding="utf-8")
+    script = (HACK / "realnodes-host.sh").read_text(encoding="utf-8")
     runtime = re.search(r"RUNTIME_DIRS=\(([^)]*)\)", script)
-    assert runtime, "RUNTIME_DIRS not found in hack/realnodes-lib.sh"
+    assert runtime, "RUNTIME_DIRS not found in hack/realnodes-host.sh"
     return RecordedHost(
         sysctls=sysctls,
         nft_tables=set(_lines(RECORD / "nft.before")),
