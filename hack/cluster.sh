@@ -57,6 +57,10 @@ nodes_ready() {
 
 up_kwok() {
   mkdir -p "$STATE_DIR"
+  if ((REAL_NODES > 0)); then
+    local why
+    why=$(TSUNAGU_STATE=$STATE_DIR "$HACK_DIR/realnodes.sh" check) || die "$why"
+  fi
   "$HACK_DIR/tools.sh"
   local bin
   for bin in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" \
