@@ -165,7 +165,7 @@ up() {
       ;;
     *) die "CLUSTER must be kwok, kind or existing (got '$CLUSTER')" ;;
   esac
-  log "cluster ready: $(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | wc -l) GPU nodes"
+  log "cluster ready: $(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | wc -l) GPU nodes, $(kubectl_ get nodes -l type=real --no-headers 2>/dev/null | wc -l) real nodes"
   echo "export KUBECONFIG=$(kubeconfig_path)"
 }
 
