@@ -7,6 +7,7 @@
 #   hack/realnodes.sh check   exit 0 when this machine can run real nodes, else say why (one line)
 #   hack/realnodes.sh up      start REAL_NODES nodes in REAL_REGION (idempotent)
 #   hack/realnodes.sh down    stop them and restore the host
+#   hack/realnodes.sh host-ip the address the nodes, the API server and CoreDNS are reached at
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$HACK_DIR/realnodes-lib.sh"
 source "$HACK_DIR/realnodes-host.sh"
@@ -52,5 +53,5 @@ case ${1:-} in
   host-ip) host_ip ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 check|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 check|host-ip|up|down" >&2; exit 2 ;;
 esac
