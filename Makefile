@@ -7,6 +7,8 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST    := hack/pytest.sh
+# The cluster of tests/e2e/test_real_nodes.py (tests/support/realnodes.py): real kubelets only.
+REAL_CLUSTER := CLUSTER_NAME=tsunagu-real TSUNAGU_STATE=$(CURDIR)/.cluster/tsunagu-real
 
 .PHONY: help venv tools cluster-up cluster-down lint install-check unit integration e2e test demo demo-down bench clean
 
@@ -28,8 +30,9 @@ tools: ## build kube-apiserver, etcd, kwok, helm… from Go modules (cached by v
 cluster-up: venv tools ## start the local kwok cluster with simulated GPU nodes
 	@hack/cluster.sh up
 
-cluster-down: ## stop the local cluster; no process is left
+cluster-down: ## stop the local cluster (and the real-node one); no process is left
 	@hack/cluster.sh down
+	@$(REAL_CLUSTER) hack/cluster.sh down
 
 lint: venv ## ruff, mypy and the import-linter layer contracts
 	$(VENV)/bin/ruff check .
@@ -55,7 +58,7 @@ test: ## lint + unit + integration + e2e (what CI runs)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory e2e
-	@if [ "$${CI:-}" = "true" ]; then hack/cluster.sh down; fi
+	@if [ "$${CI:-}" = "true" ]; then hack/cluster.sh down; $(REAL_CLUSTER) hack/cluster.sh down; fi
 
 # The demo has a cluster of its own, so `make demo` and `make test` never disturb each other.
 DEMO_ENV  := CLUSTER_NAME=tsunagu-demo TSUNAGU_STATE=$(CURDIR)/.cluster/demo-cluster

@@ -8,6 +8,8 @@
 #   hack/cluster.sh nodes [N]   (re)create N GPU nodes per region from $TOPOLOGY
 # CLUSTER=kwok (default) | kind (needs a Docker engine) | existing (uses $KUBECONFIG as it is).
 # NODES_PER_REGION overrides the topology's node count; TOPOLOGY picks another topology file.
+# REAL_NODES=N adds N real kubelet nodes (hack/realnodes.sh; root only) in region REAL_REGION; the
+# cluster must be created with them (the kwok controller then manages only the kwok nodes).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CLUSTER=${CLUSTER:-kwok}
@@ -17,6 +19,7 @@ TOPOLOGY=${TOPOLOGY:-$HACK_DIR/topology/japan.yaml}
 export KWOK_WORKDIR="$STATE_DIR/kwok"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 PYTHON=${PYTHON:-$REPO_ROOT/.venv/bin/python}
+REAL_NODES=${REAL_NODES:-0}
 
 kwokctl_() { "$KWOK_BIN/kwokctl" --name "$CLUSTER_NAME" "$@"; }
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
@@ -36,11 +39,12 @@ create_nodes() {
   [[ -x $PYTHON ]] || die "no Python at $PYTHON (run 'make venv' or set PYTHON)"
   "$PYTHON" "$HACK_DIR/topology.py" nodes "$TOPOLOGY" ${per_region:+--nodes-per-region "$per_region"} \
     >"$STATE_DIR/nodes.json" || die "could not generate nodes from $TOPOLOGY"
+  local expected
+  expected=$("$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$STATE_DIR/nodes.json")
+  ((expected > 0)) || return 0
   kubectl_ apply --server-side --force-conflicts -f "$STATE_DIR/nodes.json" >/dev/null \
     || die "could not create the GPU nodes"
   if [[ $CLUSTER == kind ]]; then patch_kind_gpus; fi
-  local expected
-  expected=$("$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$STATE_DIR/nodes.json")
   wait_for 300 "$expected GPU nodes to become Ready" nodes_ready "$expected"
 }
 
@@ -53,6 +57,10 @@ nodes_ready() {
 
 up_kwok() {
   mkdir -p "$STATE_DIR"
+  if ((REAL_NODES > 0)); then
+    local why
+    why=$(TSUNAGU_STATE=$STATE_DIR "$HACK_DIR/realnodes.sh" check) || die "$why"
+  fi
   "$HACK_DIR/tools.sh"
   local bin
   for bin in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" \
@@ -81,9 +89,36 @@ up_kwok() {
   mv -f "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"
   wait_for 120 "the API server to answer" answers
   create_nodes
+  if ((REAL_NODES > 0)); then "$HACK_DIR/realnodes.sh" up; fi
+}
+
+# With real nodes, the kwok controller must leave them alone, and the API server must reach
+# their kubelets (logs, exec) by InternalIP and be reachable from pods (the `kubernetes` Service).
+real_node_args() {
+  ((REAL_NODES > 0)) || return 0
+  local ip
+  ip=$(TSUNAGU_STATE=$STATE_DIR "$HACK_DIR/realnodes.sh" host-ip)
+  # kwokctl v0.8.0 files a component's second --extra-args under the index of the argument, not
+  # of the component: giving every component its first argument before any second one works.
+  # Pods reach the API server at the `kubernetes` Service's first IP (10.0.0.1 by default) and
+  # check its certificate, which kwokctl makes for loopback only unless told more names.
+  cat >"$STATE_DIR/kwokctl-real-nodes.yaml" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  kubeApiserverCertSANs: ["10.0.0.1", "$ip", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+EOF
+  printf '%s\n' --config "$STATE_DIR/kwokctl-real-nodes.yaml" \
+    --extra-args kube-apiserver=kubelet-preferred-address-types=InternalIP \
+    --extra-args kwok-controller=manage-all-nodes=false \
+    --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --extra-args kube-apiserver=bind-address=0.0.0.0 \
+    --extra-args "kube-apiserver=advertise-address=$ip"
 }
 
 create_kwok_cluster() {
+  local extra=()
+  mapfile -t extra < <(real_node_args)
   log "creating the kwok cluster '$CLUSTER_NAME' (kube-apiserver, etcd, kube-scheduler, kube-controller-manager $K8S_VERSION)"
   kwokctl_ create cluster --runtime binary \
     --kube-apiserver-binary "$K8S_BIN/kube-apiserver" \
@@ -93,7 +128,7 @@ create_kwok_cluster() {
     --etcd-binary "$ETCD_BIN/etcd" \
     --config "$HACK_DIR/kwok/stages.yaml" \
     --kubeconfig "$STATE_DIR/kwokctl-kubeconfig" \
-    --disable-qps-limits \
+    --disable-qps-limits "${extra[@]}" \
     --wait 120s --timeout 180s >"$STATE_DIR/kwokctl.log" 2>&1 \
     || { tail -n 20 "$STATE_DIR/kwokctl.log" >&2; die "kwokctl could not create the cluster (log: $STATE_DIR/kwokctl.log)"; }
 }
@@ -130,11 +165,12 @@ up() {
       ;;
     *) die "CLUSTER must be kwok, kind or existing (got '$CLUSTER')" ;;
   esac
-  log "cluster ready: $(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | wc -l) GPU nodes"
+  log "cluster ready: $(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | wc -l) GPU nodes, $(kubectl_ get nodes -l type=real --no-headers 2>/dev/null | wc -l) real nodes"
   echo "export KUBECONFIG=$(kubeconfig_path)"
 }
 
 down() {
+  if [[ -d $STATE_DIR/real ]]; then TSUNAGU_STATE=$STATE_DIR "$HACK_DIR/realnodes.sh" down; fi
   case $CLUSTER in
     kwok)
       if [[ -d $KWOK_WORKDIR/clusters/$CLUSTER_NAME ]]; then

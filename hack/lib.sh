@@ -9,6 +9,8 @@ source "$HACK_DIR/versions.env"
 TSUNAGU_CACHE="${TSUNAGU_CACHE:-$HOME/.cache/tsunagu}"
 TOOLS_BIN="$TSUNAGU_CACHE/bin"
 K8S_BIN="$TOOLS_BIN/kubernetes-$K8S_VERSION"
+K8S_NODE_BIN="$TOOLS_BIN/kubernetes-node-$K8S_VERSION"
+COREDNS_BIN="$TOOLS_BIN/coredns-$COREDNS_VERSION"
 ETCD_BIN="$TOOLS_BIN/etcd-$ETCD_VERSION"
 KWOK_BIN="$TOOLS_BIN/kwok-$KWOK_VERSION"
 # Helm is built to assume the Kubernetes version we run (its default assumption is 1.20).

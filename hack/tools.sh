@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes control plane, etcd, kwok and Helm from their Go modules,
-# once per version, into $TSUNAGU_CACHE/bin/<tool>-<version>/. Idempotent.
+# Builds the Kubernetes control plane, etcd, kwok and Helm, and for real nodes kubelet, kube-proxy
+# and CoreDNS, from their Go modules, once per version, into $TSUNAGU_CACHE/bin/<tool>-<version>/.
+# Idempotent.
 #   hack/tools.sh            build whatever is missing
+#   hack/tools.sh node       build only the real-node tools (kubelet, kube-proxy, coredns)
 #   hack/tools.sh path NAME  print the path of one built binary
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -11,6 +13,8 @@ BUILD_FLAGS=(-trimpath)
 tool_path() {
   case "$1" in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$K8S_BIN/$1" ;;
+    kubelet|kube-proxy) echo "$K8S_NODE_BIN/$1" ;;
+    coredns) echo "$COREDNS_BIN/coredns" ;;
     etcd) echo "$ETCD_BIN/etcd" ;;
     kwok|kwokctl) echo "$KWOK_BIN/$1" ;;
     helm) echo "$HELM_BIN/helm" ;;
@@ -44,12 +48,9 @@ check_sumdb() {
   rm -rf "$probe"
 }
 
-build_kubernetes() {
-  local out=$K8S_BIN
-  [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler && -x $out/kubectl ]] && return 0
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (cold: ~15 min)"
-  local dir gomod staging ver=${K8S_VERSION#v} minor
-  minor=$(cut -d. -f2 <<<"$ver")
+# A wrapper module requiring k8s.io/kubernetes at $K8S_VERSION; prints its directory.
+kubernetes_wrapper() {
+  local dir gomod staging ver=${K8S_VERSION#v} m
   dir=$(new_wrapper)
   gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   [[ -f $gomod ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
@@ -58,21 +59,59 @@ build_kubernetes() {
   [[ -n $staging ]] || die "no staging modules found in $gomod"
   {
     printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
-    local m
     for m in $staging; do printf '\t%s => %s v0.%s\n' "$m" "$m" "${ver#1.}"; done
     printf ')\n'
   } >>"$dir/go.mod"
-  local ld="-s -w" pkg
+  echo "$dir"
+}
+
+kubernetes_ldflags() {
+  local ld="-s -w" pkg minor
+  minor=$(cut -d. -f2 <<<"${K8S_VERSION#v}")
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  echo "$ld"
+}
+
+# build_kubernetes_into DIR CMD...: builds k8s.io/kubernetes/cmd/CMD... into DIR, atomically.
+build_kubernetes_into() {
+  local out=$1 dir cmd pkgs=()
+  shift
+  for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+  dir=$(kubernetes_wrapper)
   mkdir -p "$out.tmp"
-  (cd "$dir" && GOFLAGS=-mod=mod go build "${BUILD_FLAGS[@]}" -ldflags "$ld" -o "$out.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) \
-    || die "building Kubernetes $K8S_VERSION failed (see the Go output above)"
+  (cd "$dir" && GOFLAGS=-mod=mod go build "${BUILD_FLAGS[@]}" -ldflags "$(kubernetes_ldflags)" \
+      -o "$out.tmp/" "${pkgs[@]}") \
+    || die "building $* $K8S_VERSION failed (see the Go output above)"
   rm -rf "$dir" "$out" && mv "$out.tmp" "$out"
+}
+
+build_kubernetes() {
+  [[ -x $K8S_BIN/kube-apiserver && -x $K8S_BIN/kube-controller-manager && -x $K8S_BIN/kube-scheduler && -x $K8S_BIN/kubectl ]] && return 0
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (cold: ~15 min)"
+  build_kubernetes_into "$K8S_BIN" kube-apiserver kube-controller-manager kube-scheduler kubectl
+}
+
+# The binaries of a real node live apart from the control plane's, so either set builds alone.
+build_kubernetes_node() {
+  [[ -x $K8S_NODE_BIN/kubelet && -x $K8S_NODE_BIN/kube-proxy ]] && return 0
+  log "building kubelet and kube-proxy $K8S_VERSION (cold: ~6 min)"
+  build_kubernetes_into "$K8S_NODE_BIN" kubelet kube-proxy
+}
+
+build_coredns() {
+  [[ -x $COREDNS_BIN/coredns ]] && return 0
+  log "building coredns $COREDNS_VERSION"
+  local dir ld="-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+  dir=$(new_wrapper)
+  printf '\nrequire github.com/coredns/coredns %s\n' "$COREDNS_VERSION" >>"$dir/go.mod"
+  mkdir -p "$COREDNS_BIN.tmp"
+  (cd "$dir" && GOFLAGS=-mod=mod go build "${BUILD_FLAGS[@]}" -ldflags "$ld" \
+      -o "$COREDNS_BIN.tmp/coredns" github.com/coredns/coredns) \
+    || die "building coredns $COREDNS_VERSION failed (see the Go output above)"
+  rm -rf "$dir" "$COREDNS_BIN" && mv "$COREDNS_BIN.tmp" "$COREDNS_BIN"
 }
 
 build_etcd() {
@@ -125,10 +164,18 @@ main() {
   fi
   need go
   check_sumdb
+  if [[ ${1:-} == node ]]; then
+    build_kubernetes_node
+    build_coredns
+    log "real-node tools ready under $TOOLS_BIN"
+    return
+  fi
   build_etcd
   build_kwok
   build_helm
   build_kubernetes
+  build_kubernetes_node
+  build_coredns
   log "tools ready under $TOOLS_BIN"
 }
 

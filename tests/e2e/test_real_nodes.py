@@ -1,0 +1,290 @@
+"""Real pods on real kubelet nodes (hack/realnodes.sh): a TrainingJob placed by the operator runs
+a distributed program that rendezvouses through MASTER_ADDR and succeeds by itself, and the
+kubelet's own admission refuses a pod that would over-commit the GPUs the gang holds."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.cluster import HACK, REPO_ROOT, Cluster, OperatorProcess, wait_for_namespace_gone
+from tests.support.helm import CHART, Helm
+from tests.support.hoststate import host_leftovers, recorded_host_state
+from tests.support.realnodes import (
+    GPUS_PER_REAL_NODE,
+    REAL_NODE_NAMES,
+    REAL_REGION,
+    DatasetServer,
+    bring_up_real_cluster,
+    cannot_run_reason,
+    dataset_server,
+    host_ip,
+    pod_log,
+    real_cluster_env,
+    real_regions,
+)
+from tests.support.scenario import (
+    condition,
+    free_port,
+    job,
+    job_pods,
+    training_job,
+    wait_condition,
+    wait_ready,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+TRAINER_IMAGE = "tsunagu.local/trainer:dev"
+CRDS = ("regions.tsunagu.io", "datasets.tsunagu.io", "trainingjobs.tsunagu.io")
+
+
+@pytest.fixture(scope="module")
+def real_cluster() -> Cluster:
+    reason = cannot_run_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        cluster = bring_up_real_cluster()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in CRDS)
+    )
+    cluster.apply(real_regions())
+    return cluster
+
+
+@pytest.fixture
+def namespace(real_cluster: Cluster) -> Iterator[str]:
+    name = f"r-{uuid.uuid4().hex[:10]}"
+    real_cluster.kubectl("create", "namespace", name)
+    yield name
+    real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    wait_for_namespace_gone(real_cluster, name, timeout=180)
+
+
+@pytest.fixture
+def operator(real_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    port = free_port()
+    process = OperatorProcess(
+        real_cluster,
+        ["--liveness-port", str(port), "--metrics-port", "0", "--retry-interval", "2"],
+    )
+    try:
+        wait_ready(process, port)
+        yield process
+    finally:
+        process.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"--- operator log ---\n{process.output()[-8000:]}")
+
+
+@pytest.fixture
+def storage() -> Iterator[DatasetServer]:
+    with dataset_server(host_ip()) as server:
+        yield server
+
+
+def http_dataset(namespace: str, name: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "tsunagu.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "homeRegion": REAL_REGION,
+            "residency": {"mode": "Pinned"},
+            "access": {"endpoint": endpoint},
+            "sizeGiB": 1,
+        },
+    }
+
+
+def real_job(namespace: str, name: str, dataset: str, command: list[str] | None = None) -> Any:
+    """Two ranks of all the GPUs of one node each: the gang needs both real nodes."""
+    body = training_job(namespace, name, dataset, replicas=2, gpus=GPUS_PER_REAL_NODE)
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": TRAINER_IMAGE,
+        "imagePullPolicy": "Never",
+        "env": [{"name": "TRAINER_RECORDS", "value": "3"}],
+    }
+    if command:
+        container["command"] = command
+    # `sleep` as PID 1 ignores SIGTERM: without a short grace the namespace takes 30 s to go.
+    spec = {"containers": [container], "terminationGracePeriodSeconds": 1}
+    body["spec"]["template"] = {"spec": spec}
+    return body
+
+
+def test_two_ranks_on_two_real_nodes_rendezvous_and_succeed(
+    real_cluster: Cluster, namespace: str, operator: OperatorProcess, storage: DatasetServer
+) -> None:
+    real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
+    real_cluster.apply(real_job(namespace, "allreduce", "corpus"))
+
+    body = wait_condition(
+        real_cluster, namespace, "allreduce", "Finished", "True", "Succeeded", timeout=120
+    )
+    assert body["status"]["region"] == REAL_REGION
+    pods = {int(p["metadata"]["labels"]["tsunagu.io/rank"]): p for p in job_pods(
+        real_cluster, namespace, "allreduce")}  # fmt: skip
+    assert sorted(pods) == [0, 1]
+    assert {p["spec"]["nodeName"] for p in pods.values()} == set(REAL_NODE_NAMES)
+    assert all(p["status"]["phase"] == "Succeeded" for p in pods.values())
+
+    master = f"allreduce-0.allreduce.{namespace}.svc"
+    logs = {rank: pod_log(real_cluster, namespace, f"allreduce-{rank}") for rank in pods}
+    # Each rank adds rank+1 plus the 3 records it read: (1+3) + (2+3).
+    for rank, text in logs.items():
+        assert f"[rank {rank}] starting: world size 2, region {REAL_REGION}" in text, text
+        assert f"[rank {rank}] read 3 records of dataset corpus (home {REAL_REGION}" in text, text
+        assert f"[rank {rank}] all-reduce sum = 9 (expected 9) over 2 ranks" in text, text
+        assert f"[rank {rank}] done" in text, text
+    assert f"[rank 0] rendezvous at {master}:29500 complete: 2 ranks" in logs[0]
+    assert f"[rank 1] connected to {master}:29500" in logs[1]
+    assert sorted(request["rank"] for request in storage.requests) == ["0", "1"]
+
+
+def test_kubelet_refuses_a_foreign_pod_on_gpus_the_gang_holds(
+    real_cluster: Cluster, namespace: str, operator: OperatorProcess, storage: DatasetServer
+) -> None:
+    real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
+    real_cluster.apply(real_job(namespace, "holder", "corpus", command=["sleep", "300"]))
+    wait_condition(real_cluster, namespace, "holder", "Running", "True", "PodsRunning")
+    gang = {p["metadata"]["name"]: p["metadata"]["uid"] for p in job_pods(
+        real_cluster, namespace, "holder")}  # fmt: skip
+    node = REAL_NODE_NAMES[0]
+
+    # Another scheduler's pod, bound straight onto a node whose GPUs the gang holds: only the
+    # kubelet's admission stands between it and an over-committed GPU.
+    real_cluster.apply({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "intruder", "namespace": namespace},
+        "spec": {
+            "schedulerName": "another-scheduler",
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c", "image": TRAINER_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sleep", "300"],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }],
+        },
+    })  # fmt: skip
+
+    def rejected() -> dict[str, Any] | None:
+        pod = real_cluster.get_json("pod", "intruder", "-n", namespace)
+        return pod if pod["status"].get("phase") == "Failed" else None
+
+    intruder = wait_until(rejected, timeout=60, message="the kubelet to reject the intruder")
+    assert intruder["status"]["reason"] == "OutOfnvidia.com/gpu", intruder["status"]
+    assert "nvidia.com/gpu" in intruder["status"]["message"]
+
+    after = job_pods(real_cluster, namespace, "holder")
+    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in after} == gang
+    assert all(p["status"]["phase"] == "Running" for p in after)
+    body = wait_condition(real_cluster, namespace, "holder", "Running", "True", "PodsRunning")
+    assert body["status"]["region"] == REAL_REGION
+
+
+# Kopf names its peering identity after getpass.getuser(), which raises KeyError for a UID with
+# no passwd entry and no USER/LOGNAME in the environment: the image's 65532 has none.
+NO_PASSWD_ENTRY = pytest.mark.xfail(
+    strict=True,
+    reason="tsunagu run crashes as UID 65532 without a passwd entry: kopf's detect_own_id calls "
+    "getpass.getuser() (KeyError: 'getpwuid(): uid not found: 65532'); needs an explicit Kopf "
+    "identity in tsunagu run, or USER set by the Dockerfile/chart",
+)
+
+
+@pytest.mark.parametrize(
+    "extra_env",
+    [
+        pytest.param([], id="as-shipped", marks=NO_PASSWD_ENTRY),
+        pytest.param([{"name": "USER", "value": "tsunagu"}], id="with-USER-set"),
+    ],
+)
+def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
+    real_cluster: Cluster,
+    namespace: str,
+    storage: DatasetServer,
+    helm: Helm,
+    extra_env: list[dict[str, str]],
+) -> None:
+    """The operator image (hack/image.sh operator: the Dockerfile's contents) under the chart's
+    ServiceAccount, restricted Pod Security and read-only root filesystem, on a real kubelet."""
+    suffix = uuid.uuid4().hex[:6]
+    system, release = f"tsunagu-system-{suffix}", f"tsunagu-{suffix}"
+    real_cluster.apply({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": system, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        }},
+    })  # fmt: skip
+    values = {
+        "image": {"repository": "tsunagu.local/operator", "tag": "dev", "pullPolicy": "Never"},
+        "operator": {"retryIntervalSeconds": 2, "extraEnv": extra_env},
+    }
+    install = helm.run(
+        "install", release, str(CHART), "--namespace", system, "--kubeconfig",
+        real_cluster.kubeconfig, "--wait", "--timeout", "120s", values=values, check=False,
+    )  # fmt: skip
+    try:
+        assert install.returncode == 0, f"helm install failed: {install.stderr}"
+        assert "violate" not in install.stderr, f"Pod Security warnings: {install.stderr}"
+        (operator_pod,) = real_cluster.get_json("pods", "-n", system)["items"]
+        assert operator_pod["spec"]["nodeName"] in REAL_NODE_NAMES
+        container = operator_pod["spec"]["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+        real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
+        real_cluster.apply(real_job(namespace, "inpod", "corpus"))
+
+        def finished() -> bool:
+            pod = real_cluster.get_json("pod", operator_pod["metadata"]["name"], "-n", system)
+            if pod["status"]["containerStatuses"][0]["restartCount"]:
+                previous = real_cluster.kubectl(
+                    "logs", "--previous", pod["metadata"]["name"], "-n", system, check=False
+                )
+                pytest.fail(f"the operator pod crashed:\n{previous.stdout[-3000:]}")
+            found = condition(job(real_cluster, namespace, "inpod"), "Finished")
+            return bool(found and found["status"] == "True" and found["reason"] == "Succeeded")
+
+        # No other operator runs against this cluster: the one in the pod placed and followed it.
+        wait_until(finished, timeout=120, message="inpod Finished=True Succeeded")
+        pods = job_pods(real_cluster, namespace, "inpod")
+        assert {p["spec"]["nodeName"] for p in pods} == set(REAL_NODE_NAMES)
+        assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+    finally:
+        helm.run(
+            "uninstall", release, "--namespace", system, "--kubeconfig",
+            real_cluster.kubeconfig, "--wait", check=False,
+        )  # fmt: skip
+        real_cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
+        wait_for_namespace_gone(real_cluster, system, timeout=180)
+
+
+def test_down_leaves_the_host_as_it_was(real_cluster: Cluster) -> None:
+    """Last of the module: the real nodes go, and with them every process, mount, cgroup, link,
+    iptables chain, nft table, runtime directory and sysctl change they made. The control plane
+    stays up (as the other suites leave theirs), so the next run only starts the nodes again."""
+    recorded = recorded_host_state()
+    result = subprocess.run(
+        [str(HACK / "realnodes.sh"), "down"],
+        capture_output=True, text=True, check=False, env=real_cluster_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    assert host_leftovers(recorded) == []
