@@ -27,8 +27,39 @@ host_ip() {
   echo "$ip"
 }
 
+# The Debian packages real nodes need, installed with apt-get when missing (root only). No
+# package daemon is started: a policy-rc.d says no while they install, and each node runs a
+# containerd of its own.
+REAL_NODE_PACKAGES=(containerd runc containernetworking-plugins iptables debootstrap gcc libc6-dev)
+
+install_host_packages() {
+  [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null || return 0
+  local missing=() package
+  for package in "${REAL_NODE_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$package")
+  done
+  (( ${#missing[@]} )) || return 0
+  local added_policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    added_policy=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  log "installing ${missing[*]} with apt-get (first use of real nodes)"
+  if ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
+    apt-get update -qq || log "apt-get update failed"
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || log "apt-get install ${missing[*]} failed"
+  [[ -n "$added_policy" ]] && rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
 # Says in one line why real nodes cannot run here, or nothing (exit 0) when they can.
 check_host() {
+  install_host_packages
   local why=""
   if [[ $(id -u) != 0 ]]; then why="real nodes need root (containerd, cgroups, network namespaces)"
   elif ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null; then

@@ -197,29 +197,13 @@ def test_kubelet_refuses_a_foreign_pod_on_gpus_the_gang_holds(
     assert body["status"]["region"] == REAL_REGION
 
 
-# Kopf names its peering identity after getpass.getuser(), which raises KeyError for a UID with
-# no passwd entry and no USER/LOGNAME in the environment: the image's 65532 has none.
-NO_PASSWD_ENTRY = pytest.mark.xfail(
-    strict=True,
-    reason="tsunagu run crashes as UID 65532 without a passwd entry: kopf's detect_own_id calls "
-    "getpass.getuser() (KeyError: 'getpwuid(): uid not found: 65532'); needs an explicit Kopf "
-    "identity in tsunagu run, or USER set by the Dockerfile/chart",
-)
-
-
-@pytest.mark.parametrize(
-    "extra_env",
-    [
-        pytest.param([], id="as-shipped", marks=NO_PASSWD_ENTRY),
-        pytest.param([{"name": "USER", "value": "tsunagu"}], id="with-USER-set"),
-    ],
-)
+# No USER is set anywhere: the image's UID 65532 has no passwd entry, which Kopf's identity
+# (getpass.getuser) once tripped over.
 def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
     real_cluster: Cluster,
     namespace: str,
     storage: DatasetServer,
     helm: Helm,
-    extra_env: list[dict[str, str]],
 ) -> None:
     """The operator image (hack/image.sh operator: the Dockerfile's contents) under the chart's
     ServiceAccount, restricted Pod Security and read-only root filesystem, on a real kubelet."""
@@ -235,7 +219,7 @@ def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
     })  # fmt: skip
     values = {
         "image": {"repository": "tsunagu.local/operator", "tag": "dev", "pullPolicy": "Never"},
-        "operator": {"retryIntervalSeconds": 2, "extraEnv": extra_env},
+        "operator": {"retryIntervalSeconds": 2},
     }
     install = helm.run(
         "install", release, str(CHART), "--namespace", system, "--kubeconfig",

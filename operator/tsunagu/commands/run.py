@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import os
 
 from tsunagu.controller.settings import add_arguments as add_operator_arguments
 from tsunagu.controller.settings import from_args
@@ -14,6 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_operator_arguments(parser)
 
 
+def _name_the_user() -> None:
+    """Kopf names the operator after its user (`getpass.getuser`), which fails for a UID with
+    no passwd entry and no USER in the environment — the image's 65532, in any cluster."""
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ["USER"] = "tsunagu"
+
+
 def execute(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
@@ -21,6 +32,7 @@ def execute(args: argparse.Namespace) -> int:
     import tsunagu.controller.handlers  # noqa: F401 - registers the Kopf handlers
 
     settings = from_args(args)
+    _name_the_user()
     serving = settings.serving
     kopf.configure(
         verbose=serving.verbose,
