@@ -116,3 +116,28 @@ def test_a_pod_spec_the_api_server_refuses_is_reported_once_and_waits_for_an_edi
     cluster.apply(refused)
     fixed = wait_condition(cluster, namespace, "refused", "Scheduled", "True", "Placed")
     assert fixed["status"]["observedGeneration"] == fixed["metadata"]["generation"]
+
+
+def test_a_service_of_the_jobs_name_that_is_not_its_own_stops_the_gang(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """MASTER_ADDR resolves through the job's Service: someone else's would send the ranks to
+    the wrong pods, so the gang is not started beside it."""
+    cluster.apply({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "squatted", "namespace": namespace},
+        "spec": {"clusterIP": "None", "selector": {"app": "other"},
+                 "ports": [{"port": 29500}]},
+    })  # fmt: skip
+    cluster.apply(dataset(namespace, "d", "osaka", "Pinned"))
+    cluster.apply(training_job(namespace, "squatted", "d", replicas=1))
+    failures = wait_until(
+        lambda: [e for e in events_for(cluster, namespace, "squatted")
+                 if e["reason"] == "BindFailed"],
+        message="the gang to be rolled back",
+    )  # fmt: skip
+    assert "Service squatted exists and is not this job's" in failures[0]["message"]
+    service = cluster.get_json("service", "squatted", "-n", namespace)
+    assert service["spec"]["selector"] == {"app": "other"}  # untouched
+    wait_until(lambda: own_pods(cluster, namespace, "squatted") == [], message="pods deleted")

@@ -132,6 +132,13 @@ class Kube:
         finally:
             response.release_conn()
 
+    def read_service(self, namespace: str, name: str) -> dict[str, Any]:
+        response = self.core.read_namespaced_service(name, namespace, _preload_content=False)
+        try:
+            return dict(json.loads(response.data))
+        finally:
+            response.release_conn()
+
     def pod_exists(self, namespace: str, name: str) -> bool:
         try:
             self.read_pod(namespace, name)
@@ -193,13 +200,16 @@ class Kube:
                 headers[setting["key"]] = setting["value"]
         return headers
 
-    async def create_service(self, body: Mapping[str, Any]) -> None:
+    async def create_service(self, body: Mapping[str, Any]) -> bool:
+        """True when created; False when a Service of that name exists already."""
         namespace = body["metadata"]["namespace"]
         try:
             await self._send(Lane.GANGS, "POST", f"/api/v1/namespaces/{namespace}/services", body)
         except ApiException as error:
             if error.status != 409:
                 raise
+            return False
+        return True
 
     async def create_pod(self, body: Mapping[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]

@@ -111,7 +111,25 @@ class GangBinder:
         # through every pod of the namespace on each event of a pod the Service selects. Created
         # now, the Service sees its rank-0 pod bound already; created first, it would also see it
         # created and bound, two more looks through thousands of pods per gang during a burst.
-        await self.client.create_service(build_service(job, body))
+        service = build_service(job, body)
+        if not await self.client.create_service(service):
+            await self._check_service_is_ours(service)
+
+    async def _check_service_is_ours(self, service: dict[str, Any]) -> None:
+        """A Service of the job's name that another owner made would send MASTER_ADDR to the
+        wrong pods: the gang is not started beside it."""
+        metadata = service["metadata"]
+        existing = await self.client.call(
+            self.client.read_service, metadata["namespace"], metadata["name"]
+        )
+        owner = metadata["ownerReferences"][0]["uid"]
+        owners = [
+            r.get("uid")
+            for r in existing["metadata"].get("ownerReferences") or []
+            if r.get("controller")
+        ]
+        if owners != [owner]:
+            raise RuntimeError(f"Service {metadata['name']} exists and is not this job's")
 
     async def _create_pod(self, pod: dict[str, Any], ours: list[str]) -> None:
         name = pod["metadata"]["name"]
