@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import HACK, REPO_ROOT, Cluster, OperatorProcess, wait_for_namespace_gone
+from tests.support.cluster import (
+    HACK,
+    REPO_ROOT,
+    Cluster,
+    OperatorProcess,
+    release_datasets,
+    wait_for_namespace_gone,
+)
 from tests.support.helm import CHART, Helm
 from tests.support.hoststate import host_leftovers, recorded_host_state
 from tests.support.realnodes import (
@@ -66,6 +73,7 @@ def namespace(real_cluster: Cluster) -> Iterator[str]:
     name = f"r-{uuid.uuid4().hex[:10]}"
     real_cluster.kubectl("create", "namespace", name)
     yield name
+    release_datasets(real_cluster, name)  # the operators of the test have stopped
     real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
     wait_for_namespace_gone(real_cluster, name, timeout=180)
 
