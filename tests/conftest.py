@@ -23,7 +23,12 @@ from tests.support.cluster import (
     wait_for_namespace_gone,
 )
 
-CRD_NAMES = ("regions.tsunagu.io", "datasets.tsunagu.io", "trainingjobs.tsunagu.io")
+CRD_NAMES = (
+    "regions.tsunagu.io",
+    "datasets.tsunagu.io",
+    "trainingjobs.tsunagu.io",
+    "throughputprofiles.tsunagu.io",
+)
 
 
 def _bring_up_cluster() -> str:

@@ -44,6 +44,7 @@ APPLICATION_RULES = _rules(
     ("tsunagu.io", "regions", "get list watch"),
     ("tsunagu.io", "datasets", "get list watch patch"),
     ("tsunagu.io", "regions/status datasets/status", "get patch update"),
+    ("tsunagu.io", "throughputprofiles", "get list watch"),
     ("", "nodes", "get list watch"),
     ("", "pods", "get list watch create delete patch"),
     ("", "pods/binding", "create"),

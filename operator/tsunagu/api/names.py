@@ -23,6 +23,7 @@ POD_KIND: Final = "Pod"
 REGIONS: Final = "regions"
 DATASETS: Final = "datasets"
 TRAINING_JOBS: Final = "trainingjobs"
+THROUGHPUT_PROFILES: Final = "throughputprofiles"
 
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 CPU_RESOURCE: Final = "cpu"

@@ -38,9 +38,6 @@ class ModelKind(StrEnum):
     ReferenceCurve = "ReferenceCurve"
     DataStall = "DataStall"
 
-    REFERENCE_CURVE = ReferenceCurve
-    DATA_STALL = DataStall
-
 
 @dataclass(frozen=True, slots=True)
 class ThroughputSample:

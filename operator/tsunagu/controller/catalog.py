@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tsunagu.api.parse import SpecError, parse_dataset, parse_region
+from tsunagu.api.profiles import ThroughputProfile, parse_throughput_profile
 from tsunagu.api.types import DatasetSpec, JobKey, NodeInfo, PodUsage, RegionSpec
 from tsunagu.controller.cluster.view import ClusterView
+from tsunagu.placement.calibration import fitted_models
+from tsunagu.placement.engine import EngineSettings
 from tsunagu.placement.latency import DEFAULT_STALENESS_SECONDS, LatencyMatrix, Measurement
 from tsunagu.placement.snapshot import ClusterSnapshot
 
@@ -43,6 +46,10 @@ class Catalog:
         self.regions: dict[str, RegionSpec] = {}
         self.datasets: dict[JobKey, DatasetSpec] = {}
         self.dataset_objects: dict[JobKey, DatasetObject] = {}
+        self.profiles: dict[JobKey, ThroughputProfile] = {}
+        # Engine settings per namespace with the models learned there, built when asked after
+        # a profile changed.
+        self._engines: dict[str, EngineSettings] = {}
         # The latest measurement of every pair ever measured: a pair the source stops reporting
         # (its probe gone) keeps its last one, which then goes stale, rather than vanishing and
         # leaving its declared link to stand in silently.
@@ -99,6 +106,32 @@ class Catalog:
 
     def dataset(self, namespace: str, name: str | None) -> DatasetSpec | None:
         return self.datasets.get((namespace, name)) if name else None
+
+    # --- what was learned of each workload class ------------------------------------------
+    def upsert_profile(self, body: Mapping[str, Any]) -> None:
+        """Records a ThroughputProfile; one that does not parse is forgotten (and logged)."""
+        metadata = body.get("metadata") or {}
+        key = (metadata.get("namespace", "default"), metadata.get("name", ""))
+        try:
+            self.profiles[key] = parse_throughput_profile(body)
+        except SpecError as error:
+            logger.warning("ignoring throughput profile: %s", error)
+            self.profiles.pop(key, None)
+        self._engines.pop(key[0], None)
+
+    def delete_profile(self, namespace: str, name: str) -> None:
+        self.profiles.pop((namespace, name), None)
+        self._engines.pop(namespace, None)
+
+    def engine_for(self, namespace: str, base: EngineSettings) -> EngineSettings:
+        """`base` with the trusted models of the namespace's ThroughputProfiles (profiles apply
+        to the jobs of their own namespace)."""
+        engine = self._engines.get(namespace)
+        if engine is None or engine.default_max_rtt_ms != base.default_max_rtt_ms:
+            profiles = [p for (ns, _), p in sorted(self.profiles.items()) if ns == namespace]
+            models = fitted_models(profiles) if profiles else {}
+            engine = self._engines[namespace] = replace(base, fitted_models=models)
+        return engine
 
     # --- latency ---------------------------------------------------------------------------
     @property

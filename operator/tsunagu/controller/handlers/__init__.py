@@ -3,6 +3,13 @@ records what it observed and hands the consequences to the operator's parts; non
 anything itself. Pods are the exception: they come through the operator's own watch
 (`cluster.podwatch`)."""
 
-from tsunagu.controller.handlers import datasets, nodes, operator, regions, trainingjobs
+from tsunagu.controller.handlers import (
+    datasets,
+    nodes,
+    operator,
+    regions,
+    throughputprofiles,
+    trainingjobs,
+)
 
-__all__ = ["datasets", "nodes", "operator", "regions", "trainingjobs"]
+__all__ = ["datasets", "nodes", "operator", "regions", "throughputprofiles", "trainingjobs"]

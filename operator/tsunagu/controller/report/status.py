@@ -14,6 +14,7 @@ from tsunagu.placement.snapshot import RegionCapacity
 from tsunagu.placement.wire import known_numbers
 
 MAX_MESSAGE = 1024
+MAX_MODEL = 256
 
 
 def timestamp(now: float) -> str:
@@ -99,6 +100,8 @@ def placement_status(decision: Decision, now: float) -> dict[str, Any]:
         placement["region"] = decision.region
     if decision.rtt_source is not None:
         placement["rttSource"] = decision.rtt_source
+    if decision.placed:
+        placement["model"] = decision.model[:MAX_MODEL]
     return placement | known_numbers(decision.rtt_ms, decision.predicted_loss, decision.score)
 
 

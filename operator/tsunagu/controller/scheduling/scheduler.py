@@ -98,7 +98,7 @@ class Scheduler:
     ) -> ClusterSnapshot:
         """Decides one job; returns the snapshot the next job is decided against."""
         started = time.perf_counter()
-        decision = decide(job, snapshot, self.engine)
+        decision = decide(job, snapshot, self.catalog.engine_for(job.namespace, self.engine))
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         if decision.placed:
             self.queue.remove(job.key)

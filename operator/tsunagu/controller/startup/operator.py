@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tsunagu.api.names import DATASETS, REGIONS, TRAINING_JOBS
+from tsunagu.api.names import DATASETS, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS
 from tsunagu.api.parse import SpecError
 from tsunagu.api.types import JobKey
 from tsunagu.controller.catalog import Catalog
@@ -118,6 +118,7 @@ class Operator:
         client = self.cluster.client
         await _list_each(client, REGIONS, self.catalog.upsert_region)
         await _list_each(client, DATASETS, self._prime_dataset)
+        await _list_each(client, THROUGHPUT_PROFILES, self.catalog.upsert_profile)
         await self.cluster.prime()
         await _list_each(client, TRAINING_JOBS, self._prime_job)
 
