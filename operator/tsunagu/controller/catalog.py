@@ -49,7 +49,7 @@ class Catalog:
         self.profiles: dict[JobKey, ThroughputProfile] = {}
         # Engine settings per namespace with the models learned there, built when asked after
         # a profile changed.
-        self._engines: dict[str, EngineSettings] = {}
+        self._engines: dict[str, tuple[EngineSettings, EngineSettings]] = {}
         # The latest measurement of every pair ever measured: a pair the source stops reporting
         # (its probe gone) keeps its last one, which then goes stale, rather than vanishing and
         # leaving its declared link to stand in silently.
@@ -126,11 +126,12 @@ class Catalog:
     def engine_for(self, namespace: str, base: EngineSettings) -> EngineSettings:
         """`base` with the trusted models of the namespace's ThroughputProfiles (profiles apply
         to the jobs of their own namespace)."""
-        engine = self._engines.get(namespace)
-        if engine is None or engine.default_max_rtt_ms != base.default_max_rtt_ms:
-            profiles = [p for (ns, _), p in sorted(self.profiles.items()) if ns == namespace]
-            models = fitted_models(profiles) if profiles else {}
-            engine = self._engines[namespace] = replace(base, fitted_models=models)
+        cached = self._engines.get(namespace)
+        if cached is not None and cached[0] is base:
+            return cached[1]
+        profiles = [p for (ns, _), p in sorted(self.profiles.items()) if ns == namespace]
+        engine = replace(base, fitted_models=fitted_models(profiles)) if profiles else base
+        self._engines[namespace] = (base, engine)
         return engine
 
     # --- latency ---------------------------------------------------------------------------
