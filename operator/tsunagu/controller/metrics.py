@@ -51,3 +51,13 @@ INTERNAL_ERRORS = Counter(
     "Unexpected errors handling one job or region, by loop; the loop went on with the others.",
     ["loop"],
 )
+LEADER = Gauge(
+    "tsunagu_leader", "1 while this replica holds the Lease and acts, 0 while it is a standby."
+)
+LEADER_TRANSITIONS = Counter(
+    "tsunagu_leader_transitions_total", "Times this replica started leading (took the Lease)."
+)
+WRITES_REFUSED = Counter(
+    "tsunagu_writes_refused_total",
+    "Writes refused before they were sent because this replica was not (or no longer) leading.",
+)
