@@ -60,7 +60,8 @@ class LeaderElectionSettings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    lease_name: str = "tsunagu-operator"
+    # The chart's Lease for its usual install (release "tsunagu" in tsunagu-system).
+    lease_name: str = "tsunagu"
     namespace: str = "tsunagu-system"
     # Pod name and uid in a pod (the chart's downward API env), host and pid outside.
     identity: str = ""

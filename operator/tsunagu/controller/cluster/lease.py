@@ -221,12 +221,24 @@ class LeaderElector:
             await on_stopped()
 
     async def _acquire(self) -> None:
+        said = ""
         while True:
             try:
                 if await self.try_acquire_or_renew():
                     return
             except Exception as error:
-                logger.info("Lease %s not acquired: %s", self._where(), error)
+                status = getattr(error, "status", None)
+                if status in (403, 404):
+                    # Not a hiccup: this replica will never lead until the flags or RBAC change.
+                    message = (
+                        f"Lease {self._where()}: {status} {getattr(error, 'reason', '')}; check "
+                        "--leader-elect-namespace, --leader-elect-lease-name and the Lease's RBAC"
+                    )
+                    if message != said:
+                        logger.error("%s", message)
+                        said = message
+                else:
+                    logger.info("Lease %s not acquired: %s", self._where(), error)
             await asyncio.sleep(self.timings.retry_period * random.uniform(1.0, JITTER))
 
     async def _renew(self) -> None:
