@@ -268,3 +268,30 @@ def test_tasks_spawned_between_terms_are_dropped_not_run() -> None:
 
     asyncio.run(scenario())
     assert ran == ["during"]
+
+
+def test_a_new_term_looks_at_the_highest_priority_and_oldest_jobs_first() -> None:
+    from types import SimpleNamespace
+
+    from tests.support.scenario import training_job
+    from tsunagu.controller.jobs import JobTracker
+    from tsunagu.controller.startup.duties import LeaderDuties
+
+    jobs = JobTracker()
+    for name, priority, created in [
+        ("low-old", 0, "2026-01-01T00:00:00Z"),
+        ("high-new", 10, "2026-01-03T00:00:00Z"),
+        ("broken", 0, "2026-01-01T00:00:00Z"),
+        ("high-old", 10, "2026-01-02T00:00:00Z"),
+        ("low-new", 0, "2026-01-04T00:00:00Z"),
+    ]:
+        body = training_job("team", name, None, replicas=1, gpus=1)
+        body["spec"]["priority"] = priority
+        if name == "broken":
+            body["spec"]["replicas"] = "many"  # does not parse: looked at last
+        body["metadata"].update(uid=name, generation=1, creationTimestamp=created)
+        jobs.observe(body)
+    duties = LeaderDuties(SimpleNamespace(jobs=jobs))  # type: ignore[arg-type]
+    assert [name for _, name in duties._by_priority()] == [
+        "high-old", "high-new", "low-old", "low-new", "broken",
+    ]  # fmt: skip

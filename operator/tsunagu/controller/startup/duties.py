@@ -18,7 +18,9 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from tsunagu.api.names import TRAINING_JOBS
+from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
+from tsunagu.controller.report.regions import RegionStatusWriter
 from tsunagu.controller.report.writer import ReportWriter
 from tsunagu.controller.tasks import TaskGroup
 
@@ -75,6 +77,10 @@ class LeaderDuties:
             max_hold=operator.settings.reporting.hold_seconds,
         )  # fmt: skip
         operator.events.writer = operator.reports
+        # What a Region's status was last written as: another leader may have written since.
+        operator.region_status = RegionStatusWriter(
+            operator.catalog, operator.clusters, operator.settings.reporting
+        )
         tasks = operator.tasks
         tasks.open = True
         self.active = True
@@ -136,7 +142,7 @@ class LeaderDuties:
         already running, takes them as they come), gangs adopted or repaired."""
         started = time.monotonic()
         operator = self.operator
-        for count, key in enumerate(operator.jobs, start=1):
+        for count, key in enumerate(self._by_priority(), start=1):
             await operator.lifecycle.reconcile(key)
             if count % RECONCILE_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -144,6 +150,19 @@ class LeaderDuties:
             "term %d: %d jobs looked at in %.1f s",
             self.terms, len(operator.jobs), time.monotonic() - started,
         )  # fmt: skip
+
+    def _by_priority(self) -> list[JobKey]:
+        """Every job, highest priority and oldest first: the decision loop, already running,
+        takes the first jobs queued while the pass goes on, so with thousands of jobs the first
+        decisions are the ones that matter most."""
+        jobs = self.operator.jobs
+
+        def order(key: JobKey) -> tuple[int, float, JobKey]:
+            tracked = jobs.get(key)
+            spec = tracked.spec if tracked is not None else None
+            return (-spec.priority, spec.created_at, key) if spec else (0, float("inf"), key)
+
+        return sorted(jobs, key=order)
 
     def _clear_term_state(self) -> None:
         """What a term leaves half-done: jobs being bound, GPUs assumed, timers and backoffs.
