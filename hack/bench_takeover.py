@@ -222,11 +222,20 @@ def bench_faults(core: Any, custom: Any, gangs: int) -> dict[str, Any]:
     pods = json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
     events = core.list_namespaced_event(namespace, field_selector="reason=BindFailed").items
     placed = sum(1 for p in pods if p["spec"].get("nodeName"))
+    ranks: dict[tuple[str, str], int] = {}
+    for pod in pods:
+        labels = pod["metadata"].get("labels") or {}
+        if "tsunagu.io/job" in labels and not pod["metadata"].get("deletionTimestamp"):
+            rank = (labels["tsunagu.io/job"], labels["tsunagu.io/rank"])
+            ranks[rank] = ranks.get(rank, 0) + 1
     delete_namespace(core, namespace)
     return {
         "gangs": gangs, "injected": injected, "requests": proxy.requests,
         "converged_seconds": converged, "pods_bound": placed,
+        # A pod name bound again after a rollback recreated the pod, or a bind retried after a
+        # lost answer (the API server refuses a second bind of one pod): not a double bind.
         "bind_requests_sent_twice": sum(1 for n in binds.values() if n > 1),
+        "duplicated_ranks": sum(1 for n in ranks.values() if n > 1),
         "rollbacks": len(events), "overcommitted_nodes": overcommitted(core),
     }  # fmt: skip
 
@@ -306,9 +315,10 @@ def main() -> None:
           f"p99 {p99:.1f} s over {len(lead['takeovers'])} runs ({runs})")  # fmt: skip
     if faults:
         print(f"\nFault proxy, {faults['gangs']} gangs, {faults['requests']} requests: "
-              f"injected {faults['injected']}; converged in {faults['converged_seconds']} s; "
+              f"injected {faults['injected']}; converged in {faults['converged_seconds']:.0f} s; "
               f"{faults['pods_bound']} pods bound; rollbacks {faults['rollbacks']}; "
-              f"bind requests sent twice {faults['bind_requests_sent_twice']}; "
+              f"pod names bound more than once {faults['bind_requests_sent_twice']}; "
+              f"ranks with two pods {faults['duplicated_ranks']}; "
               f"over-committed nodes {faults['overcommitted_nodes']}")  # fmt: skip
 
 

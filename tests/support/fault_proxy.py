@@ -32,6 +32,7 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,21 +242,24 @@ class FaultProxy:
             method = request_line.split(" ", 1)[0]
             with self._lock:
                 self.forwarded.append((time.time(), method, target))
-            up = asyncio.create_task(self._pipe(client_r, upstream_w))
+            up = asyncio.create_task(_quietly(self._pipe(client_r, upstream_w)))
             down = asyncio.create_task(
-                self._answer_back(upstream_r, client_w, lose=fault == "lose_answer")
+                _quietly(self._answer_back(upstream_r, client_w, lose=fault == "lose_answer"))
             )
             tasks = {up, down}
             cut = None
             if fault == "cut_watch":
                 cut = asyncio.create_task(asyncio.sleep(self._random.uniform(0.2, 3.0)))
                 tasks.add(cut)
-            await asyncio.wait(
-                {down, cut} if cut is not None else {down}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for pending in tasks:
-                pending.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await asyncio.wait(
+                    {down, cut} if cut is not None else {down},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:  # also when the proxy stops: no task of this connection is left behind
+                for pending in tasks:
+                    pending.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             upstream_w.close()
             if self._blackhole:
@@ -290,6 +294,12 @@ class FaultProxy:
         with contextlib.suppress(ConnectionError, OSError):
             while await reader.read(_CHUNK):
                 pass
+
+
+async def _quietly(relay: Coroutine[Any, Any, None]) -> None:
+    """A relay ends when either side goes away, however it goes (a reset, a TLS close)."""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        await relay
 
 
 def _closing(head: bytes) -> bytes:

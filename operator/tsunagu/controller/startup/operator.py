@@ -160,6 +160,7 @@ class Operator:
         self._election = asyncio.create_task(
             self.elector.run(self.duties.start, self.duties.stop), name="leader election"
         )
+        self._election.add_done_callback(_log_failure)
 
     async def stop(self) -> None:
         """Stops the candidacy, then the term (what was held still goes out while the Lease
@@ -255,6 +256,13 @@ class Operator:
     def job_deleted(self, key: JobKey) -> None:
         self.jobs.forget(key)
         self.queue.wake()  # its GPUs come free as the garbage collector deletes its pods
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error(
+            "%s ended: this replica will not lead", task.get_name(), exc_info=task.exception()
+        )
 
 
 async def _list_each(client: Kube, kind: str, record: Callable[[dict[str, Any]], object]) -> None:
