@@ -181,7 +181,7 @@ def bench_startup_and_takeover(
 
 FAULTS = FaultRates(
     drop=0.02, lose_answer=0.02, delay=0.05, delay_seconds=0.5, error=0.04, throttle=0.04,
-    cut_watch=0.6,
+    cut_watch=0.1,
 )  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """The operator behind a fault-injecting proxy in front of the real API server: requests dropped,
 answers lost after the server acted, delays, 5xx, 429 with Retry-After and watch streams cut in
-the middle, all through a burst of gangs, with a standby replica beside it. Every promise is
-kept: no GPU over-committed, no pod twice, each gang whole in one region, every job placed or
-pending with a reason. And the start-up errors: one line, naming the flag or the file, exit 2."""
+the middle (each open watch, 10 % per second), all through a burst of gangs, with a standby
+beside the leader. Every promise is kept: no GPU over-committed, no pod twice, each gang whole
+in one region, every job placed or pending with a reason. And the start-up errors: one line,
+naming the flag or the file, exit 2."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 FAULTS = FaultRates(
     drop=0.02, lose_answer=0.02, delay=0.05, delay_seconds=0.5, error=0.04, throttle=0.04,
-    cut_watch=0.6,
+    cut_watch=0.1,
 )  # fmt: skip
 
 

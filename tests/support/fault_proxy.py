@@ -11,8 +11,8 @@ certificate. Each request travels on a connection of its own (the proxy answers
 - `delay`: the request waits `delay_seconds` before it is sent on;
 - `error`: a 500 or 503 Status, the request not sent on;
 - `throttle`: a 429 with `Retry-After: 1`, the request not sent on;
-- `cut_watch`: a watch's stream is cut after a random 0.2–3 s, in the middle of whatever it was
-  sending (an event, a chunk header).
+- `cut_watch`: each second, each open watch stream is cut with this probability (whenever it
+  was opened), in the middle of whatever it was sending (an event, a chunk header).
 
 `blackhole(True)` is a partition: new connections are accepted and never answered, and what
 travels on open ones is discarded (when the partition ends, those are closed: their streams are
@@ -42,12 +42,13 @@ import yaml
 
 _CHUNK = 65536
 _HEAD_LIMIT = 1 << 20
-KINDS = ("drop", "lose_answer", "delay", "error", "throttle", "cut_watch")
+KINDS = ("drop", "lose_answer", "delay", "error", "throttle")
 
 
 @dataclass
 class FaultRates:
-    """Probability of each fault per request (a watch is also a request), 0 to 1."""
+    """Probability of each fault per request (a watch is also a request), 0 to 1; of a cut per
+    second for an open watch."""
 
     drop: float = 0.0
     lose_answer: float = 0.0
@@ -189,8 +190,6 @@ class FaultProxy:
             draw = self._random.random()
             for kind in KINDS:
                 rate = getattr(rates, kind)
-                if kind == "cut_watch" and not watch:
-                    continue
                 if draw < rate:
                     self.injected[kind] += 1
                     return kind
@@ -216,7 +215,8 @@ class FaultProxy:
         head = await client_r.readuntil(b"\r\n\r\n")
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         target = request_line.split(" ")[1] if " " in request_line else "/"
-        watch = "watch=true" in target or "watch=1" in target
+        query = target.partition("?")[2].lower()
+        watch = "watch=true" in query or "watch=1" in query  # the Python client sends "True"
         if target.split("?", 1)[0] in self._rates.hide:
             await _answer(client_w, 404)
             return
@@ -248,8 +248,8 @@ class FaultProxy:
             )
             tasks = {up, down}
             cut = None
-            if fault == "cut_watch":
-                cut = asyncio.create_task(asyncio.sleep(self._random.uniform(0.2, 3.0)))
+            if watch:
+                cut = asyncio.create_task(self._cut_some_time())
                 tasks.add(cut)
             try:
                 await asyncio.wait(
@@ -264,6 +264,15 @@ class FaultProxy:
             upstream_w.close()
             if self._blackhole:
                 self._blackholed.add(client_w)
+
+    async def _cut_some_time(self) -> None:
+        """Returns when this watch is to be cut: each second, at the current rate."""
+        while True:
+            await asyncio.sleep(1.0)
+            with self._lock:
+                if self._random.random() < self._rates.cut_watch:
+                    self.injected["cut_watch"] += 1
+                    return
 
     async def _answer_back(
         self, upstream: asyncio.StreamReader, client: asyncio.StreamWriter, lose: bool
