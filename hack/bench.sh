@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of the project, each printing its own figures.
-#   BENCH=engine,sim,latency,operator,throughput (default: all)   which ones to run
+#   BENCH=engine,sim,latency,operator,takeover,throughput (default: all)   which ones to run
+#   BENCH_BACKLOG=10000                                 pending jobs of the takeover benchmark
 #   BENCH_NODES_PER_REGION=200                          cluster size for the operator benchmark
 # Figures and the commands that produced them are kept in docs/benchmarks.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$REPO_ROOT/.venv/bin/python"
-BENCH=${BENCH:-engine,sim,latency,operator,throughput}
+BENCH=${BENCH:-engine,sim,latency,operator,takeover,throughput}
 wants() { [[ ",$BENCH," == *",$1,"* ]]; }
 cd "$REPO_ROOT"
 
@@ -37,4 +38,17 @@ if wants operator; then
   "$K8S_BIN/kubectl" --kubeconfig "$(hack/cluster.sh kubeconfig)" wait --for=condition=Established \
     crd/regions.tsunagu.io crd/datasets.tsunagu.io crd/trainingjobs.tsunagu.io >/dev/null
   "$PY" hack/bench_operator.py
+fi
+if wants takeover; then
+  log "leadership: start-up with ${BENCH_BACKLOG:-10000} pending jobs, takeover after kill -9, faults"
+  # A cluster of its own at the test cluster's size; removed afterwards.
+  (
+    export CLUSTER_NAME=tsunagu-bench-lease TSUNAGU_STATE="$REPO_ROOT/.cluster/bench-lease"
+    hack/cluster.sh up >/dev/null
+    trap 'hack/cluster.sh down' EXIT
+    "$K8S_BIN/kubectl" --kubeconfig "$(hack/cluster.sh kubeconfig)" apply --server-side -f crds >/dev/null
+    "$K8S_BIN/kubectl" --kubeconfig "$(hack/cluster.sh kubeconfig)" wait --for=condition=Established \
+      crd/regions.tsunagu.io crd/datasets.tsunagu.io crd/trainingjobs.tsunagu.io >/dev/null
+    "$PY" hack/bench_takeover.py --backlog "${BENCH_BACKLOG:-10000}"
+  )
 fi

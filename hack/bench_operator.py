@@ -168,7 +168,8 @@ def start_operator() -> tuple[subprocess.Popen[bytes], int, Any]:
     log = tempfile.NamedTemporaryFile(prefix="bench-operator-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "tsunagu.cli", "run", "--liveness-port", str(port),
-         "--metrics-port", "0", "--retry-interval", "5", "--bind-concurrency", "16"],
+         "--metrics-port", "0", "--retry-interval", "5", "--bind-concurrency", "16",
+         "--leader-elect-namespace", "default", "--leader-elect-lease-name", f"bench-{port}"],
         env={**os.environ, "KUBECONFIG": kubeconfig()}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.time() + 120

@@ -74,11 +74,18 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 def run_operator(
     cluster: Cluster, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Starts `tsunagu run` against the cluster; every process started is stopped afterwards."""
+    """Starts `tsunagu run` against the cluster; every process started is stopped afterwards.
+
+    The operators of one test share a Lease of their own (in `default`, which every cluster
+    has), so each test's first operator leads at once, whatever an earlier test left behind."""
     started: list[OperatorProcess] = []
+    lease = {
+        "TSUNAGU_LEADER_ELECT_NAMESPACE": "default",
+        "TSUNAGU_LEADER_ELECT_LEASE_NAME": f"tsunagu-test-{uuid.uuid4().hex[:10]}",
+    }
 
     def start(*args: str, env: dict[str, str] | None = None) -> OperatorProcess:
-        operator = OperatorProcess(cluster, args, env or {})
+        operator = OperatorProcess(cluster, args, {**lease, **(env or {})})
         started.append(operator)
         return operator
 

@@ -139,7 +139,7 @@ def test_operator_pod_is_admitted_under_restricted_pod_security(
     pods = cluster.get_json(
         "pods", "-n", installed.namespace, "-l", "app.kubernetes.io/component=operator"
     )["items"]
-    assert [pod["status"]["phase"] for pod in pods] == ["Running"]
+    assert [pod["status"]["phase"] for pod in pods] == ["Running", "Running"]  # leader, standby
 
 
 def test_non_compliant_pod_is_rejected_in_the_operator_namespace(
@@ -200,6 +200,22 @@ def test_chart_account_may_do_only_what_the_chart_grants(
     assert _can_i(account_kubeconfig, cluster, *request_args) == allowed
 
 
+def test_chart_account_may_hold_only_its_own_lease(
+    installed: Installation, account_kubeconfig: str, cluster: Cluster
+) -> None:
+    own = ("-n", installed.namespace)
+    lease = f"leases.coordination.k8s.io/{installed.release}"
+    assert _can_i(account_kubeconfig, cluster, "get", lease, *own) == "yes"
+    assert _can_i(account_kubeconfig, cluster, "update", lease, *own) == "yes"
+    assert (
+        _can_i(account_kubeconfig, cluster, "create", "leases.coordination.k8s.io", *own) == "yes"
+    )
+    other = "leases.coordination.k8s.io/kube-scheduler"
+    assert _can_i(account_kubeconfig, cluster, "update", other, *own) == "no"
+    assert _can_i(account_kubeconfig, cluster, "update", other, "-n", "kube-system") == "no"
+    assert _can_i(account_kubeconfig, cluster, "delete", lease, *own) == "no"
+
+
 def test_chart_account_is_refused_a_real_secret_listing(
     account_kubeconfig: str, cluster: Cluster
 ) -> None:
@@ -226,7 +242,14 @@ def test_operator_schedules_a_job_with_only_the_chart_permissions(
     operator = run_operator(
         "--namespace", namespace,
         "--metrics-port", str(free_port()), "--liveness-port", str(liveness),
-        env={"KUBECONFIG": account_kubeconfig},
+        # The chart's own Lease: a local run beside the installed replicas is one candidate
+        # more. Their pods are simulated (no process runs), so nobody holds the Lease and this
+        # one takes it; its RBAC is exactly what the replicas would have.
+        env={
+            "KUBECONFIG": account_kubeconfig,
+            "TSUNAGU_LEADER_ELECT_NAMESPACE": installed.namespace,
+            "TSUNAGU_LEADER_ELECT_LEASE_NAME": installed.release,
+        },
     )  # fmt: skip
     wait_ready(operator, liveness)
 

@@ -15,6 +15,7 @@ from tests.support.helm import (
     CHART,
     FRAMEWORK_RULES,
     KUBE_VERSION,
+    LEASE_RULES,
     PROBE_VALUES,
     Helm,
     find,
@@ -54,7 +55,17 @@ def test_rbac_is_exactly_the_agreed_rules_split_in_two(helm: Helm) -> None:
     assert rule_triples(roles["tsunagu-application"]) == APPLICATION_RULES
     rendered = json.dumps([roles[name]["rules"] for name in roles])
     assert "*" not in rendered
-    assert not find(objects, "Role"), "the operator needs cluster-wide roles only"
+    (lease_role,) = find(objects, "Role")
+    assert lease_role["metadata"] == {**lease_role["metadata"], "namespace": "tsunagu"}
+    assert {
+        (group, resource, verb, tuple(rule.get("resourceNames") or ()))
+        for rule in lease_role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    } == LEASE_RULES
+    (lease_binding,) = find(objects, "RoleBinding")
+    assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
     for binding in find(objects, "ClusterRoleBinding"):
         assert binding["roleRef"]["name"] == binding["metadata"]["name"]
         assert binding["subjects"] == [
@@ -130,21 +141,57 @@ def test_every_pod_meets_the_restricted_standard(helm: Helm) -> None:
             assert container["resources"]["limits"]["memory"], name
 
 
-def test_operator_deployment_is_one_recreated_replica_with_liveness(helm: Helm) -> None:
-    (deployment,) = find(helm.template(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+def test_operator_deployment_is_two_replicas_rolled_with_a_warm_standby(helm: Helm) -> None:
+    objects = helm.template()
+    (deployment,) = find(objects, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = spec["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    )
+    container = pod["containers"][0]
     assert container["args"] == ["run"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
+    downward = {
+        item["name"]: item["valueFrom"]["fieldRef"]["fieldPath"]
+        for item in container["env"]
+        if "valueFrom" in item
+    }
+    assert downward == {
+        "POD_NAME": "metadata.name",
+        "POD_UID": "metadata.uid",
+        "POD_NAMESPACE": "metadata.namespace",
+    }
+    (budget,) = find(objects, "PodDisruptionBudget")
+    assert budget["spec"] == {"minAvailable": 1, "selector": spec["selector"]}
+
+
+def test_without_leader_election_one_replica_is_recreated_and_no_lease_is_granted(
+    helm: Helm,
+) -> None:
+    objects = helm.template({"leaderElection": {"enabled": False}, "replicaCount": 1})
+    (deployment,) = find(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not find(objects, "Role")
+    assert not find(objects, "PodDisruptionBudget")
+    assert _operator_env(objects)["TSUNAGU_LEADER_ELECT"] == "false"
 
 
 def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     (deployment,) = find(objects, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {item["name"]: item["value"] for item in container["env"]}
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
 
 
 @pytest.mark.parametrize(
@@ -158,6 +205,13 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                 "TSUNAGU_LOG_FORMAT": "json",
                 "TSUNAGU_METRICS_PORT": "8080",
                 "TSUNAGU_LIVENESS_PORT": "8081",
+                "TSUNAGU_API_UNREACHABLE_SECONDS": "60",
+                "TSUNAGU_LEADER_ELECT": "true",
+                "TSUNAGU_LEADER_ELECT_LEASE_DURATION": "15",
+                "TSUNAGU_LEADER_ELECT_RENEW_DEADLINE": "10",
+                "TSUNAGU_LEADER_ELECT_RETRY_PERIOD": "2",
+                "TSUNAGU_LEADER_ELECT_LEASE_NAME": "tsunagu",
+                "TSUNAGU_LEADER_ELECT_NAMESPACE": "tsunagu",
             },
             {"TSUNAGU_PROMETHEUS_URL", "TSUNAGU_DEFAULT_MAX_RTT_MS", "TSUNAGU_LATENCY_QUERY"},
             id="defaults-leave-unset-settings-to-the-operator",
@@ -234,6 +288,15 @@ def test_operator_settings_become_environment_variables(
         pytest.param(
             {"serviceAccount": {"create": False}}, "serviceAccount.name", id="no-account-to-use"
         ),
+        pytest.param(
+            {"leaderElection": {"enabled": False}}, "replicaCount must be 1", id="two-without-lease"
+        ),
+        pytest.param(
+            {"leaderElection": {"renewDeadlineSeconds": 20}},
+            "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+            id="deadline-past-lease",
+        ),
+        pytest.param({"replicaCount": 0}, "/replicaCount", id="no-replica"),
     ],
 )
 def test_bad_values_fail_naming_the_field(helm: Helm, values: dict[str, Any], message: str) -> None:

@@ -51,6 +51,16 @@ APPLICATION_RULES = _rules(
     ("", "services", "get list watch create delete"),
 )
 
+# The leader-election Role in the release namespace: the one Lease by name, and create (which
+# RBAC cannot limit by name).
+LEASE_RULES = frozenset(
+    {
+        ("coordination.k8s.io", "leases", "get", ("tsunagu",)),
+        ("coordination.k8s.io", "leases", "update", ("tsunagu",)),
+        ("coordination.k8s.io", "leases", "create", ()),
+    }
+)
+
 PROBE_VALUES = {"probes": {"enabled": True, "regions": ["tokyo", "osaka", "fukuoka"]}}
 
 

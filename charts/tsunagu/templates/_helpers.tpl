@@ -88,3 +88,8 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The Lease the replicas elect a leader on, in the release namespace. */}}
+{{- define "tsunagu.leaseName" -}}
+{{- default (include "tsunagu.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}

@@ -1,4 +1,6 @@
-"""`tsunagu run`: start the operator."""
+"""`tsunagu run`: start the operator. What can be checked before it starts is (the kubeconfig,
+the API server, the CRDs, the ports): a problem there is one line naming the flag or the file,
+and exit status 2."""
 
 from __future__ import annotations
 
@@ -7,9 +9,13 @@ import asyncio
 import getpass
 import logging
 import os
+import sys
+from typing import Any
 
+from tsunagu.controller.settings import OperatorSettings, from_args
 from tsunagu.controller.settings import add_arguments as add_operator_arguments
-from tsunagu.controller.settings import from_args
+
+EXIT_STARTUP_ERROR = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +33,8 @@ def _name_the_user() -> None:
 
 def execute(args: argparse.Namespace) -> int:
     import kopf
-    from prometheus_client import start_http_server
 
-    import tsunagu.controller.handlers  # noqa: F401 - registers the Kopf handlers
+    from tsunagu.controller.startup.preflight import StartupError
 
     settings = from_args(args)
     _name_the_user()
@@ -38,23 +43,50 @@ def execute(args: argparse.Namespace) -> int:
         verbose=serving.verbose,
         log_format=kopf.LogFormat.JSON if serving.log_format == "json" else kopf.LogFormat.PLAIN,
     )
-    if serving.metrics_port:
-        start_http_server(serving.metrics_port)
-    liveness = f"http://0.0.0.0:{serving.liveness_port}/healthz" if serving.liveness_port else None
     logging.getLogger("tsunagu").setLevel(logging.DEBUG if serving.verbose else logging.INFO)
     if not serving.verbose:
         # "Handler succeeded" for every watch event would drown what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
-        asyncio.run(
-            kopf.operator(
-                standalone=True,
-                clusterwide=not settings.namespaces,
-                namespaces=list(settings.namespaces),
-                liveness_endpoint=liveness,
-                memo=kopf.Memo(settings=settings),
-            )
-        )
+        asyncio.run(_run(settings))
+    except StartupError as error:
+        print(f"tsunagu run: {error}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+async def _run(settings: OperatorSettings) -> None:
+    import kopf
+    from prometheus_client import start_http_server
+
+    import tsunagu.controller.handlers  # noqa: F401 - registers the Kopf handlers
+    from tsunagu.controller.startup import preflight
+    from tsunagu.controller.startup.health import HealthServer
+    from tsunagu.controller.startup.operator import connect
+
+    serving = settings.serving
+    configuration = await preflight.client_configuration()
+    client = connect(settings, configuration)
+    health = HealthServer(settings.health)
+    try:
+        await preflight.check_crds(client)
+        if serving.liveness_port:
+            await preflight.bind("--liveness-port", serving.liveness_port, health.listen)
+        if serving.metrics_port:
+            await preflight.bind("--metrics-port", serving.metrics_port, start_http_server)
+    except BaseException:
+        await health.close()
+        await client.close()
+        raise
+    memo: Any = kopf.Memo(settings=settings, client=client, health=health)
+    try:
+        await kopf.operator(
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            memo=memo,
+        )
+    finally:
+        await health.close()

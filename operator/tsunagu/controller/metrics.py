@@ -56,3 +56,13 @@ OVERCOMMITTED_NODES = Gauge(
     "Nodes whose bound pods request more of some resource than the node allocates, by region.",
     ["region"],
 )
+LEADER = Gauge(
+    "tsunagu_leader", "1 while this replica holds the Lease and acts, 0 while it is a standby."
+)
+LEADER_TRANSITIONS = Counter(
+    "tsunagu_leader_transitions_total", "Times this replica started leading (took the Lease)."
+)
+WRITES_REFUSED = Counter(
+    "tsunagu_writes_refused_total",
+    "Writes refused before they were sent because this replica was not (or no longer) leading.",
+)

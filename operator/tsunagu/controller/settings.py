@@ -1,4 +1,5 @@
-"""Operator settings, in sections by meaning (latency, scheduling, reporting, serving), read from
+"""Operator settings, in sections by meaning (latency, scheduling, reporting, serving, leader
+election), read from
 command-line flags, each also readable from `TSUNAGU_<FLAG>` in the environment (how the Helm
 chart passes them)."""
 
@@ -6,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tsunagu.api.scheduling import TaintEffect, Toleration, TolerationOperator
 from tsunagu.placement.engine import EngineSettings
@@ -77,6 +81,29 @@ class ServingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderElectionSettings:
+    """kube-scheduler's semantics and defaults: a leader that has not renewed its Lease within
+    `renew_deadline` stops acting; a standby takes the Lease once it has seen no renewal for
+    `lease_duration`; every candidate tries every `retry_period`."""
+
+    enabled: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    # The chart's Lease for its usual install (release "tsunagu" in tsunagu-system).
+    lease_name: str = "tsunagu"
+    namespace: str = "tsunagu-system"
+    # Pod name and uid in a pod (the chart's downward API env), host and pid outside.
+    identity: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    # /healthz fails once no request reached the API server for this long.
+    api_unreachable_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class OperatorSettings:
     # TrainingJobs and Datasets of these namespaces only; empty: all.
     namespaces: tuple[str, ...] = ()
@@ -84,6 +111,8 @@ class OperatorSettings:
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     reporting: ReportingSettings = field(default_factory=ReportingSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -143,6 +172,97 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{name}", action="store_true", default=_env(name, "") in ("1", "true", "True"),
             help=f"{help_text} (env TSUNAGU_{name.upper().replace('-', '_')})",
         )  # fmt: skip
+    add_leader_election_arguments(parser, flag)
+
+
+def add_leader_election_arguments(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    defaults = LeaderElectionSettings()
+    parser.add_argument(
+        "--leader-elect", type=_boolean, default=_boolean(_env("leader-elect") or "true"),
+        help="act only while holding the Lease (true or false; env TSUNAGU_LEADER_ELECT)",
+    )  # fmt: skip
+    flag(
+        "leader-elect-lease-duration", float, defaults.lease_duration,
+        "seconds a standby waits after the last renewal it saw before it takes the Lease",
+    )  # fmt: skip
+    flag(
+        "leader-elect-renew-deadline", float, defaults.renew_deadline,
+        "seconds the leader keeps acting without a successful renewal",
+    )  # fmt: skip
+    flag("leader-elect-retry-period", float, defaults.retry_period, "seconds between tries")
+    flag("leader-elect-lease-name", str, defaults.lease_name, "name of the Lease")
+    flag(
+        "leader-elect-namespace", str, None,
+        "namespace of the Lease; default: the pod's own, else tsunagu-system",
+    )  # fmt: skip
+    flag(
+        "api-unreachable-seconds", float, HealthSettings().api_unreachable_seconds,
+        "/healthz fails once the API server has not answered for this long",
+    )  # fmt: skip
+
+
+Flag = Callable[[str, type, object, str], None]
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace() -> str | None:
+    """The pod's namespace: the downward API env, else the service-account mount."""
+    namespace = os.environ.get("POD_NAMESPACE")
+    if namespace:
+        return namespace
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def identity() -> str:
+    """Who holds the Lease: pod name and uid in a pod (unique across restarts and nodes), host
+    and pid outside one."""
+    pod, uid = os.environ.get("POD_NAME"), os.environ.get("POD_UID")
+    if pod:
+        return f"{pod}_{uid}" if uid else pod
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+def leader_election_from_args(args: argparse.Namespace) -> LeaderElectionSettings:
+    settings = LeaderElectionSettings(
+        enabled=args.leader_elect,
+        lease_duration=args.leader_elect_lease_duration,
+        renew_deadline=args.leader_elect_renew_deadline,
+        retry_period=args.leader_elect_retry_period,
+        lease_name=args.leader_elect_lease_name,
+        namespace=args.leader_elect_namespace or own_namespace() or "tsunagu-system",
+        identity=identity(),
+    )
+    # The rules of client-go's leader election: a leader gives up before anyone may take over,
+    # and tries more than once before it gives up.
+    if not settings.retry_period > 0:
+        raise SystemExit("tsunagu run: --leader-elect-retry-period must be more than 0")
+    if not settings.renew_deadline > settings.retry_period:
+        raise SystemExit(
+            "tsunagu run: --leader-elect-renew-deadline must be more than "
+            "--leader-elect-retry-period"
+        )
+    if not settings.lease_duration > settings.renew_deadline:
+        raise SystemExit(
+            "tsunagu run: --leader-elect-lease-duration must be more than "
+            "--leader-elect-renew-deadline"
+        )
+    if not settings.lease_name:
+        raise SystemExit("tsunagu run: --leader-elect-lease-name must not be empty")
+    return settings
 
 
 def from_args(args: argparse.Namespace) -> OperatorSettings:
@@ -190,4 +310,6 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             log_format=args.log_format,
             verbose=args.verbose,
         ),
+        leader_election=leader_election_from_args(args),
+        health=HealthSettings(api_unreachable_seconds=args.api_unreachable_seconds),
     )

@@ -29,4 +29,5 @@ async def dataset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
         except SpecError as error:
             logger.warning("dataset not usable: %s", error)
     operator.queue.wake()
-    await operator.datasets.check()  # its rules may have changed under running jobs
+    if operator.leading:
+        await operator.datasets.check()  # its rules may have changed under running jobs

@@ -29,7 +29,6 @@ from tsunagu.controller.lifecycle.jobs import JobLifecycle, is_true
 from tsunagu.controller.report.events import EventRecorder, event_body
 from tsunagu.controller.report.status import ConditionUpdate, timestamp
 from tsunagu.controller.report.statusbook import StatusBook
-from tsunagu.controller.report.writer import ReportWriter
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.placement.residency import residency_allows
 
@@ -47,7 +46,6 @@ class DatasetGuard:
         catalog: Catalog,
         statuses: StatusBook,
         events: EventRecorder,
-        reports: ReportWriter,
         inflight: InFlight,
         lifecycle: JobLifecycle,
         client: Kube,
@@ -56,7 +54,6 @@ class DatasetGuard:
         self.catalog = catalog
         self.statuses = statuses
         self.events = events
-        self.reports = reports
         self.inflight = inflight
         self.lifecycle = lifecycle
         self.client = client
@@ -150,4 +147,5 @@ class DatasetGuard:
             "metadata": {"name": key[1], "namespace": key[0], "uid": known and known.uid},
         }
         now = timestamp(time.time())
-        self.reports.post_event(event_body(involved, "Warning", reason, message, now))
+        # Through the recorder's writer: a new leadership term gets a writer of its own.
+        self.events.writer.post_event(event_body(involved, "Warning", reason, message, now))

@@ -1,12 +1,11 @@
 """The latency-budget monitor: LatencyBudgetMet for every placed job with a dataset, judged on
 the live RTT between the job's region and the nearest copy of its data; with
 `onLatencyBreach: Requeue` a breach longer than the tolerance sends the job back to the queue.
-It follows the latency source: every refresh (and the passing of time, which ages
-measurements out) is a new look."""
+The leader looks again on every refresh of the latency source and as measurements age out
+(`startup.duties`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import datetime
@@ -21,11 +20,8 @@ from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.status import ConditionUpdate, timestamp
 from tsunagu.controller.report.statusbook import StatusBook
 from tsunagu.controller.scheduling.inflight import InFlight
-from tsunagu.controller.scheduling.queue import SchedulingQueue
-from tsunagu.controller.tasks import TaskGroup
 from tsunagu.placement.engine import BudgetCheck, EngineSettings, check_latency_budget
-from tsunagu.placement.latency import LatencyMatrix, Measurement
-from tsunagu.sources.latency import LatencySource
+from tsunagu.placement.latency import LatencyMatrix
 
 logger = logging.getLogger(__name__)
 
@@ -79,35 +75,6 @@ class LatencyBudgetMonitor:
         check = check_latency_budget(job, dataset, region, matrix, now, self.engine)
         async with self.jobs.lock(key):
             await self._verdict(job, tracked.generation, now, check)
-
-    async def follow(
-        self,
-        source: LatencySource,
-        queue: SchedulingQueue,
-        tasks: TaskGroup,
-        interval_seconds: float,
-    ) -> None:
-        """Takes every refresh of `source` into the catalog and looks again; also looks every
-        interval without one, since measurements age out when the source stops answering."""
-        last_update = time.monotonic()
-
-        async def update(measurements: tuple[Measurement, ...]) -> None:
-            nonlocal last_update
-            last_update = time.monotonic()
-            self.catalog.take_measurements(measurements)
-            queue.wake()
-            await self.check_all()
-
-        async def ageing() -> None:
-            # While updates arrive, they run the check themselves.
-            while True:
-                await asyncio.sleep(interval_seconds)
-                if time.monotonic() - last_update >= interval_seconds:
-                    await self.check_all()
-                    queue.wake()
-
-        tasks.spawn(ageing(), name="latency ageing")
-        await source.poll(update, known_regions=lambda: set(self.catalog.regions))
 
     async def _verdict(
         self,

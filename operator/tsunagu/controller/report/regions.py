@@ -14,7 +14,7 @@ from tsunagu.controller import metrics
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.connection import ClusterConnection
 from tsunagu.controller.cluster.view import ClusterView
-from tsunagu.controller.report.events import EventSink, event_body
+from tsunagu.controller.report.events import EventRecorder, event_body
 from tsunagu.controller.report.status import region_status_fields, timestamp
 from tsunagu.controller.report.statusbook import merge_patch
 from tsunagu.controller.settings import ReportingSettings
@@ -99,9 +99,9 @@ class RegionStatusWriter:
         catalog: Catalog,
         clusters: Sequence[ClusterConnection],
         settings: ReportingSettings,
-        reports: EventSink,
+        events: EventRecorder,
     ) -> None:
-        self.reports = reports
+        self.events = events
         self.catalog = catalog
         self.clusters = clusters
         self.settings = settings
@@ -180,9 +180,9 @@ class RegionStatusWriter:
                 "metadata": {"name": region},
             }
             now = timestamp(time.time())
-            self.reports.post_event(
-                event_body(involved, "Warning", "NodeOvercommitted", message, now)
-            )
+            # Through the recorder's writer: a new leadership term gets a writer of its own.
+            body = event_body(involved, "Warning", "NodeOvercommitted", message, now)
+            self.events.writer.post_event(body)
         for node in [n for n in self._reported if n not in self._over]:
             del self._reported[node]
 

@@ -1,11 +1,16 @@
 """The operator as one object: every part built from the settings with its dependencies named,
 started once the cluster has been listed, stopped together. Kopf's handlers reach it through
-`memo.operator`; nothing here knows Kopf."""
+`memo.operator`; nothing here knows Kopf.
+
+Every replica keeps its view warm (the watches, the catalog, the job tracker, latency
+measurements); only the holder of the Lease acts (`LeaderDuties`), and every write asks the
+Lease first (`Kube.gate`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +21,7 @@ from tsunagu.api.types import JobKey
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Kube, Lane
 from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.cluster.lease import LeaderElector, LeaseTimings
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.lifecycle.datasets import DatasetGuard
 from tsunagu.controller.lifecycle.jobs import JobLifecycle
@@ -30,25 +36,29 @@ from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.scheduling.scheduler import Scheduler
 from tsunagu.controller.settings import OperatorSettings, toleration_body
+from tsunagu.controller.startup.duties import LeaderDuties, TermTasks
 from tsunagu.controller.tasks import TaskGroup
-from tsunagu.sources.latency import latency_source
+from tsunagu.placement.latency import Measurement
+from tsunagu.sources.latency import LatencySource, latency_source
 
 logger = logging.getLogger(__name__)
 
-FINAL_FLUSH_SECONDS = 10.0
+# Without leader election nothing else asks the API server regularly; /healthz needs to know.
+PING_SECONDS = 5.0
 # Reads run in threads (the generated client blocks): the lists at start and the look for pods
 # still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
 # serialise the latter.
 READ_THREADS = 32
 
 
-def connect(settings: OperatorSettings) -> Kube:
+def connect(settings: OperatorSettings, configuration: Any = None) -> Kube:
     """The client of the operator's own cluster. Writes are coroutines: gangs being bound keep
     up to 8 requests each in flight, reports share a few connections (see `Lane`)."""
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="tsunagu-api")
     )
     return Kube(
+        configuration,
         pool_size=READ_THREADS + 1,  # and one for the pod watch
         connections={
             Lane.GANGS: max(32, settings.scheduling.bind_concurrency * 8),
@@ -61,7 +71,9 @@ class Operator:
     def __init__(self, settings: OperatorSettings, client: Kube) -> None:
         self.settings = settings
         engine = settings.scheduling.engine()
-        self.tasks = TaskGroup()
+        # The leader's tasks (one term at a time), and those every replica runs.
+        self.tasks = TermTasks()
+        self.background = TaskGroup()
         self.catalog = Catalog(
             staleness_seconds=settings.latency.staleness_seconds,
             declared_fallback=settings.latency.declared_fallback,
@@ -105,11 +117,39 @@ class Operator:
         )  # fmt: skip
         self.datasets = DatasetGuard(
             jobs=self.jobs, catalog=self.catalog, statuses=self.statuses, events=self.events,
-            reports=self.reports, inflight=self.inflight, lifecycle=self.lifecycle, client=client,
+            inflight=self.inflight, lifecycle=self.lifecycle, client=client,
         )  # fmt: skip
         self.region_status = RegionStatusWriter(
-            self.catalog, self.clusters, settings.reporting, self.reports
+            self.catalog, self.clusters, settings.reporting, self.events
         )
+        self.latency = latency_source(settings.latency)
+        self.duties = LeaderDuties(self)
+        election = settings.leader_election
+        self.elector: LeaderElector | None = None
+        if election.enabled:
+            self.elector = LeaderElector(
+                client, namespace=election.namespace, name=election.lease_name,
+                identity=election.identity,
+                timings=LeaseTimings(
+                    election.lease_duration, election.renew_deadline, election.retry_period
+                ),
+            )  # fmt: skip
+            client.gate = self.elector
+        self.synced = False
+        self._election: asyncio.Task[None] | None = None
+
+    # --- leadership and health ---------------------------------------------------------------
+    @property
+    def leading(self) -> bool:
+        """This replica acts: its term runs and its Lease allows writes."""
+        return self.duties.active and (self.elector is None or self.elector.leading)
+
+    def ready(self) -> bool:
+        """Leader, or a standby whose view is synced (it could take over at once)."""
+        return self.synced
+
+    def api_unreachable_for(self) -> float:
+        return time.monotonic() - self.cluster.client.last_answer
 
     # --- start and stop --------------------------------------------------------------------
     async def list_everything(self) -> None:
@@ -123,31 +163,55 @@ class Operator:
         await _list_each(client, TRAINING_JOBS, self._prime_job)
 
     async def start(self) -> None:
-        """Starts the loops and looks at every job (after `list_everything`)."""
-        self.tasks.spawn(self.cluster.pod_watch().run(), name="pod watch")
-        self.tasks.spawn(self.scheduler.run(), name="decision loop")
-        self.tasks.spawn(self.region_status.run(), name="region status")
-        self.tasks.spawn(self.reports.run(), name="reports")
-        self.tasks.spawn(self.datasets.run(), name="dataset guard")
-        source = latency_source(self.settings.latency)
-        if source is not None:
-            self.tasks.spawn(
-                self.budgets.follow(
-                    source, self.queue, self.tasks, self.settings.latency.interval_seconds
-                ),
-                name="latency",
-            )
-        for key in self.jobs:
-            await self.lifecycle.reconcile(key)
+        """Starts what every replica runs (after `list_everything`), and the candidacy for the
+        Lease; the leader's loops start when it is taken."""
+        self.synced = True
+        self.background.spawn(self.cluster.pod_watch().run(), name="pod watch")
+        if self.latency is not None:
+            self.background.spawn(self._follow_latency(self.latency), name="latency")
+        if self.elector is None:
+            self.background.spawn(self._keep_in_touch(), name="api ping")
+            await self.duties.start()
+            return
+        self._election = asyncio.create_task(
+            self.elector.run(self.duties.start, self.duties.stop), name="leader election"
+        )
+        self._election.add_done_callback(_log_failure)
 
     async def stop(self) -> None:
-        await self.tasks.cancel_all()
-        try:  # what was held back for gangs still goes out, unless the API server does not answer
-            await asyncio.wait_for(self.reports.flush(), timeout=FINAL_FLUSH_SECONDS)
-        except Exception as error:
-            logger.warning("statuses or Events not written at shutdown: %s", error)
+        """Stops the candidacy, then the term (what was held still goes out while the Lease
+        allows it), gives the Lease up, and stops the rest."""
+        if self._election is not None:
+            self._election.cancel()
+            await asyncio.gather(self._election, return_exceptions=True)
+        await self.duties.stop(flush=True)
+        if self.elector is not None:
+            await self.elector.release()
+        await self.background.cancel_all()
         for cluster in self.clusters:
             await cluster.close()
+
+    async def _follow_latency(self, source: LatencySource) -> None:
+        """Measurements go into the catalog on every replica (a new leader decides on fresh
+        numbers at once); only the leader judges budgets on them."""
+
+        def update(measurements: tuple[Measurement, ...]) -> None:
+            self.catalog.take_measurements(measurements)
+            self.queue.wake()
+            self.duties.measurements_updated()
+
+        await source.poll(update, known_regions=lambda: set(self.catalog.regions))
+
+    async def _keep_in_touch(self) -> None:
+        client = self.cluster.client
+        while True:
+            await asyncio.sleep(PING_SECONDS)
+            if time.monotonic() - client.last_answer < PING_SECONDS:
+                continue
+            try:
+                await client.ping(within=PING_SECONDS)
+            except Exception as error:
+                logger.debug("the API server did not answer: %s", error)
 
     def _prime_dataset(self, dataset: dict[str, Any]) -> None:
         try:
@@ -165,9 +229,12 @@ class Operator:
 
     # --- what the watches report -----------------------------------------------------------
     def pods_changed(self, jobs: set[JobKey], released: bool) -> None:
-        """GPUs came free: pending jobs deserve another look; pods changed: so do their jobs."""
+        """GPUs came free: pending jobs deserve another look; pods changed: so do their jobs
+        (on the leader: a standby only keeps its view)."""
         if released:
             self.queue.wake()
+        if not self.leading:
+            return
         for key in jobs:
             if key in self.jobs:
                 self.lifecycle.reconcile_soon(key)
@@ -175,7 +242,7 @@ class Operator:
     async def node_changed(self, node: str) -> None:
         """A node lost or cordoned may leave a gang on a dead node: let the lifecycle look."""
         self.queue.wake()
-        if self.cluster.view.node_alive(node):
+        if not self.leading or self.cluster.view.node_alive(node):
             return
         for key, pods in list(self.cluster.view.job_pods.items()):
             if any(pod.node_name == node for pod in pods.values()):
@@ -186,6 +253,12 @@ class Operator:
         key = (metadata["namespace"], metadata["name"])
         previous, current = self.jobs.observe(body)
         same_object = previous is not None and previous.uid == current.uid
+        if not self.leading:
+            # A standby follows the status the leader writes, so that as the next leader it
+            # starts from it.
+            self.statuses.forget(key)
+            self.statuses.seed(key, body.get("status"))
+            return
         if previous is not None and not same_object:
             self.statuses.forget(key)  # same name, new object
         self.statuses.seed(key, body.get("status"))
@@ -199,6 +272,13 @@ class Operator:
     def job_deleted(self, key: JobKey) -> None:
         self.jobs.forget(key)
         self.queue.wake()  # its GPUs come free as the garbage collector deletes its pods
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error(
+            "%s ended: this replica will not lead", task.get_name(), exc_info=task.exception()
+        )
 
 
 async def _list_each(client: Kube, kind: str, record: Callable[[dict[str, Any]], object]) -> None:
