@@ -236,26 +236,32 @@ def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
     try:
         assert install.returncode == 0, f"helm install failed: {install.stderr}"
         assert "violate" not in install.stderr, f"Pod Security warnings: {install.stderr}"
-        (operator_pod,) = real_cluster.get_json("pods", "-n", system)["items"]
-        assert operator_pod["spec"]["nodeName"] in REAL_NODE_NAMES
-        container = operator_pod["spec"]["containers"][0]
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        # The chart's default: two replicas, one of which leads under the Lease.
+        operator_pods = real_cluster.get_json("pods", "-n", system)["items"]
+        assert len(operator_pods) == 2
+        for operator_pod in operator_pods:
+            assert operator_pod["spec"]["nodeName"] in REAL_NODE_NAMES
+            container = operator_pod["spec"]["containers"][0]
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
         real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
         real_cluster.apply(real_job(namespace, "inpod", "corpus"))
 
         def finished() -> bool:
-            pod = real_cluster.get_json("pod", operator_pod["metadata"]["name"], "-n", system)
-            if pod["status"]["containerStatuses"][0]["restartCount"]:
-                previous = real_cluster.kubectl(
-                    "logs", "--previous", pod["metadata"]["name"], "-n", system, check=False
-                )
-                pytest.fail(f"the operator pod crashed:\n{previous.stdout[-3000:]}")
+            for pod in real_cluster.get_json("pods", "-n", system)["items"]:
+                if pod["status"]["containerStatuses"][0]["restartCount"]:
+                    previous = real_cluster.kubectl(
+                        "logs", "--previous", pod["metadata"]["name"], "-n", system, check=False
+                    )
+                    pytest.fail(f"an operator pod crashed:\n{previous.stdout[-3000:]}")
             found = condition(job(real_cluster, namespace, "inpod"), "Finished")
             return bool(found and found["status"] == "True" and found["reason"] == "Succeeded")
 
-        # No other operator runs against this cluster: the one in the pod placed and followed it.
+        # No other operator runs against this cluster: the leader in a pod placed and followed it.
         wait_until(finished, timeout=120, message="inpod Finished=True Succeeded")
+        lease = real_cluster.get_json("lease", release, "-n", system)  # the full name
+        names = {p["metadata"]["name"] for p in operator_pods}
+        assert lease["spec"]["holderIdentity"].split("_")[0] in names
         pods = job_pods(real_cluster, namespace, "inpod")
         assert {p["spec"]["nodeName"] for p in pods} == set(REAL_NODE_NAMES)
         assert all(p["status"]["phase"] == "Succeeded" for p in pods)
