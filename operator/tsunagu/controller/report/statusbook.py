@@ -15,7 +15,7 @@ from typing import Any
 
 from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
-from tsunagu.controller.cluster.client import Kube, is_not_found
+from tsunagu.controller.cluster.client import Kube, NotLeading, is_not_found
 from tsunagu.controller.packed import PackedDocuments
 from tsunagu.controller.report.status import ConditionUpdate, job_state, merge_conditions
 
@@ -131,6 +131,11 @@ class StatusBook:
             if key in self._desired:  # it may not have arrived: the final flush sends it again
                 self._written[key] = written
             raise
+        except NotLeading:
+            # Not a failure: this replica may not write now; the change stays pending.
+            if key in self._desired:
+                self._written[key] = written
+            return False
         except Exception as error:
             if is_not_found(error):
                 self.forget(key)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tsunagu.controller import metrics
-from tsunagu.controller.cluster.client import Kube
+from tsunagu.controller.cluster.client import Kube, NotLeading
 from tsunagu.controller.report.statusbook import FLUSH_BATCH, StatusBook
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ class ReportWriter:
     async def _post(self, event: Mapping[str, Any]) -> None:
         try:
             await self.kube.create_event(event)
+        except NotLeading:
+            return  # this replica may not write now: the term that posted it is over
         except Exception as error:  # an Event is advice; it is not tried again
             metrics.REPORT_FAILURES.labels(kind="event").inc()
             logger.warning("could not post event %s: %s", event["reason"], error)
