@@ -81,9 +81,15 @@ def namespace(real_cluster: Cluster) -> Iterator[str]:
 @pytest.fixture
 def operator(real_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     port = free_port()
+    # A Lease of its own in `default` (outside a pod the operator's namespace does not exist).
+    lease = {
+        "TSUNAGU_LEADER_ELECT_NAMESPACE": "default",
+        "TSUNAGU_LEADER_ELECT_LEASE_NAME": f"tsunagu-test-{uuid.uuid4().hex[:10]}",
+    }
     process = OperatorProcess(
         real_cluster,
         ["--liveness-port", str(port), "--metrics-port", "0", "--retry-interval", "2"],
+        lease,
     )
     try:
         wait_ready(process, port)
