@@ -20,8 +20,8 @@ from tests.support.cluster import (
     Cluster,
     OperatorProcess,
     release_datasets,
-    wait_for_namespace_gone,
 )
+from tests.support.waiting import wait_until
 
 CRD_NAMES = (
     "regions.tsunagu.io",
@@ -59,15 +59,30 @@ def cluster() -> Cluster:
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh namespace, deleted (and waited for, so its GPUs are free again) afterwards."""
+    """A fresh namespace; afterwards its pods are deleted and waited for (so its GPUs are free
+    again) and the namespace is deleted."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
     yield name
     # The operators of the test have stopped by now: what an administrator does after stopping
     # tsunagu, the test does too (the in-use finalizer no longer guards anything).
     release_datasets(cluster, name)
+    # What the test held is freed at once (its pods, force-deleted), so the next test finds the
+    # GPUs free; the namespace itself goes in the background (its controller takes 5–10 s).
+    # The jobs go first, so that no later operator finds them and places them again.
+    cluster.kubectl(
+        "delete", "trainingjobs,datasets,throughputprofiles", "--all", "-n", name,
+        "--wait=true", "--timeout=60s", check=False,
+    )  # fmt: skip
+    cluster.kubectl(
+        "delete", "pods", "--all", "-n", name, "--grace-period=0", "--force", "--wait=false",
+        check=False,
+    )  # fmt: skip
+    wait_until(
+        lambda: not cluster.get_json("pods", "-n", name)["items"],
+        timeout=120, interval=0.3, message=f"the pods of namespace {name} to be gone",
+    )  # fmt: skip
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-    wait_for_namespace_gone(cluster, name)
 
 
 @pytest.fixture
