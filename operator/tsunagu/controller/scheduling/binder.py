@@ -18,7 +18,7 @@ from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import build_pod, build_service, pod_name
 from tsunagu.controller.catalog import Catalog
-from tsunagu.controller.cluster.client import Conflict, Kube, NotLeading
+from tsunagu.controller.cluster.client import Conflict, Kube
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.status import (
@@ -74,11 +74,6 @@ class GangBinder:
         try:
             async with self.slots:
                 await self._create_and_bind(job, decision, ours)
-        except NotLeading:
-            # The Lease passed mid-gang: no rollback (its deletes would be refused too); the
-            # next leader finds the half-made gang and repairs it.
-            logger.info("gang of %s/%s left to the next leader", job.namespace, job.name)
-            return
         except Exception as error:
             await self._roll_back(job, error, ours)
             return
