@@ -28,7 +28,7 @@ from tests.support.scenario import (
     free_port,
     japan_regions,
     job_pods,
-    node_regions,
+    region_of,
     training_job,
     wait_condition,
     wait_ready,
@@ -105,11 +105,6 @@ def job_of(
     )
     body["spec"]["workloadClass"] = workload_class
     return body
-
-
-def region_of(cluster: Cluster, namespace: str, name: str) -> set[str]:
-    where = node_regions(cluster)
-    return {where[p["spec"]["nodeName"]] for p in job_pods(cluster, namespace, name)}
 
 
 def trusted_profile(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

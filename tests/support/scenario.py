@@ -143,6 +143,12 @@ def node_regions(cluster: Cluster) -> dict[str, str]:
     }
 
 
+def region_of(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    """The regions of the nodes a job's pods are bound to."""
+    where = node_regions(cluster)
+    return {where[p["spec"]["nodeName"]] for p in job_pods(cluster, namespace, name)}
+
+
 def events_for(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     events = cluster.get_json(
         "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.unit.test_controller_loops import region
 from tsunagu.api.profiles import ThroughputProfile, ThroughputSample, parse_throughput_profile
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Conflict, Kube, NotLeading
@@ -72,15 +73,6 @@ class Prometheus:
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def region(name: str, links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "tsunagu.io/v1alpha1",
-        "kind": "Region",
-        "metadata": {"name": name},
-        "spec": {"prefecture": "JP-13", "links": links or []},
-    }
 
 
 def job_body(name: str, workload_class: str | None = "llm", gpus: int = 4) -> dict[str, Any]:
@@ -300,27 +292,29 @@ def test_garbage_series_are_counted_by_reason_and_the_good_ones_learned() -> Non
     assert [s["region"] for s in status["samples"]] == ["tokyo"]
 
 
-def test_one_profile_that_cannot_be_written_does_not_stop_the_others() -> None:
-    world = World()
-    world.run("a", "tokyo", workload_class="broken")
-    world.run("b", "tokyo", workload_class="vit")
-    world.client.fail["broken"] = RuntimeError("boom")
-    world.publish({"a": 100.0, "b": 200.0})
-    before = errors()
-    world.learn()
-    assert errors() == before + 1
-    assert [name for _, name, _ in world.client.patched] == ["vit"]
-
-
-def test_a_lost_lease_ends_the_round() -> None:
+@pytest.mark.parametrize(
+    ("error", "written", "counted"),
+    [
+        pytest.param(RuntimeError("boom"), ["second"], 1, id="the-others-go-on"),
+        pytest.param(NotLeading("not the leader"), [], 0, id="a-lost-lease-ends-the-round"),
+    ],
+)
+def test_a_profile_that_cannot_be_written(
+    error: BaseException, written: list[str], counted: int
+) -> None:
     world = World()
     world.run("a", "tokyo", workload_class="first")
     world.run("b", "tokyo", workload_class="second")
-    world.client.fail["first"] = NotLeading("not the leader")
+    world.client.fail["first"] = error
     world.publish({"a": 100.0, "b": 200.0})
-    with pytest.raises(NotLeading):
+    before = errors()
+    if isinstance(error, NotLeading):
+        with pytest.raises(NotLeading):
+            world.learn()
+    else:
         world.learn()
-    assert world.client.patched == []
+    assert errors() == before + counted
+    assert [name for _, name, _ in world.client.patched] == written
 
 
 def test_without_creating_only_existing_profiles_are_updated() -> None:
