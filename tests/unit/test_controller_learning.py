@@ -44,7 +44,7 @@ class Recorder:
         if name in self.exists:
             raise Conflict(name)
         self.created.append(body)
-        return {**body, "metadata": {**body["metadata"], "uid": f"uid-{name}"}}
+        return {**body, "metadata": {**body["metadata"], "uid": f"uid-{name}", "generation": 1}}
 
     async def patch_throughput_profile_status(
         self, namespace: str, name: str, status: dict[str, Any]
@@ -181,6 +181,7 @@ def test_a_class_without_a_profile_gets_one_with_a_sample_per_running_job() -> N
     assert status["baseline"] == pytest.approx(truth(0))
     assert status["trusted"] is False
     assert status["conditions"][0]["reason"] == "RuleNotMet"
+    assert status["observedGeneration"] == 1
     # The catalog has the fit at once, before the watch shows the write.
     assert len(world.profile().samples) == 2
     assert world.profile().uid == "uid-llm"
@@ -217,6 +218,31 @@ def test_first_round_with_enough_samples_is_trusted_at_once() -> None:
     world.learn()
     assert world.client.patched[-1][2]["trusted"] is True
     assert world.catalog.engine_for("team", _engine()).fitted_models["llm"].trusted
+
+
+def test_a_profile_whose_samples_stop_fitting_is_no_longer_trusted_with_a_warning() -> None:
+    world = World()
+    places = ("tokyo", "osaka", "fukuoka", "osaka", "fukuoka", "osaka", "fukuoka")
+    rtt = {"tokyo": 0, "osaka": 6, "fukuoka": 15}
+    for index, place in enumerate(places):
+        world.run(f"j{index}", place)
+    world.publish({f"j{i}": 4 * truth(rtt[p]) for i, p in enumerate(places)})
+    world.learn()
+    assert world.client.patched[-1][2]["trusted"] is True
+    # The class changed its ways: half the speed 6 ms away, full speed 15 ms away.
+    odd = {"tokyo": 100.0, "osaka": 50.0, "fukuoka": 99.0}
+    world.publish({f"j{i}": 4 * odd[p] for i, p in enumerate(places)}, at=NOW + 60)
+    world.learn()
+    status = world.client.patched[-1][2]
+    assert status["trusted"] is False
+    condition = status["conditions"][0]
+    assert condition["reason"] == "RuleNotMet"
+    assert "RMS error" in condition["message"]
+    assert [(e["type"], e["reason"]) for e in world.events.posted] == [
+        ("Normal", "RuleHolds"), ("Warning", "RuleNotMet"),
+    ]  # fmt: skip
+    assert world.events.posted[-1]["message"] == condition["message"]
+    assert not world.catalog.engine_for("team", _engine()).fitted_models["llm"].trusted
 
 
 def _engine() -> Any:

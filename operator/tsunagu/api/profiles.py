@@ -82,6 +82,7 @@ class ThroughputProfile:
     # When the Trusted condition last changed status: a writer keeps it while it holds.
     trusted_since: float | None = None
     uid: str | None = None
+    generation: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -162,6 +163,7 @@ def parse_throughput_profile(obj: object) -> ThroughputProfile:
         fitted_at=_timestamp(status, "fittedAt"),
         trusted_since=_trusted_since(status),
         uid=metadata.text("uid"),
+        generation=metadata.integer("generation", minimum=0),
     )
 
 

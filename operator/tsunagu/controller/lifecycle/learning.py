@@ -214,8 +214,11 @@ class ThroughputLearner:
             )  # fmt: skip
             return None
         logger.info("created ThroughputProfile %s/%s", namespace, workload_class)
-        uid = (created.get("metadata") or {}).get("uid")
-        return ThroughputProfile(namespace, workload_class, workload_class, uid=uid)
+        metadata = created.get("metadata") or {}
+        return ThroughputProfile(
+            namespace, workload_class, workload_class,
+            uid=metadata.get("uid"), generation=metadata.get("generation"),
+        )  # fmt: skip
 
     def _trust_event(self, profile: ThroughputProfile, status: dict[str, Any]) -> None:
         (condition,) = status["conditions"]
@@ -265,6 +268,7 @@ def refit(
         fitted_at=now,
         untrusted_because=calibration.untrusted_because,
         transitioned_at=since,
+        observed_generation=profile.generation,
     )
     return Learned(calibration, status)
 
@@ -279,6 +283,8 @@ def _body(profile: ThroughputProfile, status: dict[str, object]) -> dict[str, An
     metadata: dict[str, Any] = {"name": profile.name, "namespace": profile.namespace}
     if profile.uid:
         metadata["uid"] = profile.uid
+    if profile.generation is not None:
+        metadata["generation"] = profile.generation
     return {
         "apiVersion": API_VERSION,
         "kind": THROUGHPUT_PROFILE_KIND,
