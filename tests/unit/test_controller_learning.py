@@ -206,30 +206,32 @@ def test_the_profile_becomes_trusted_with_an_event_and_its_fit_recovers_the_trut
     assert event["involvedObject"]["uid"] == "uid-llm"
 
 
-def test_first_round_with_enough_samples_is_trusted_at_once() -> None:
+PLACES = ("tokyo", "osaka", "fukuoka", "osaka", "fukuoka", "osaka", "fukuoka")
+
+
+def learned_in_one_round() -> World:
+    """Seven jobs, six away from the data at two RTTs: enough for the rule in one round."""
     world = World()
-    places = ("tokyo", "osaka", "fukuoka", "osaka", "fukuoka", "osaka", "fukuoka")
     rtt = {"tokyo": 0, "osaka": 6, "fukuoka": 15}
-    for index, place in enumerate(places):
+    for index, place in enumerate(PLACES):
         world.run(f"j{index}", place)
-    world.publish({f"j{i}": 4 * truth(rtt[p]) for i, p in enumerate(places)})
+    world.publish({f"j{i}": 4 * truth(rtt[p]) for i, p in enumerate(PLACES)})
     world.learn()
+    return world
+
+
+def test_first_round_with_enough_samples_is_trusted_at_once() -> None:
+    world = learned_in_one_round()
     assert world.client.patched[-1][2]["trusted"] is True
     assert world.catalog.engine_for("team", _engine()).fitted_models["llm"].trusted
 
 
 def test_a_profile_whose_samples_stop_fitting_is_no_longer_trusted_with_a_warning() -> None:
-    world = World()
-    places = ("tokyo", "osaka", "fukuoka", "osaka", "fukuoka", "osaka", "fukuoka")
-    rtt = {"tokyo": 0, "osaka": 6, "fukuoka": 15}
-    for index, place in enumerate(places):
-        world.run(f"j{index}", place)
-    world.publish({f"j{i}": 4 * truth(rtt[p]) for i, p in enumerate(places)})
-    world.learn()
+    world = learned_in_one_round()
     assert world.client.patched[-1][2]["trusted"] is True
     # The class changed its ways: half the speed 6 ms away, full speed 15 ms away.
     odd = {"tokyo": 100.0, "osaka": 50.0, "fukuoka": 99.0}
-    world.publish({f"j{i}": 4 * odd[p] for i, p in enumerate(places)}, at=NOW + 60)
+    world.publish({f"j{i}": 4 * odd[p] for i, p in enumerate(PLACES)}, at=NOW + 60)
     world.learn()
     status = world.client.patched[-1][2]
     assert status["trusted"] is False
