@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 # Why a series that parsed is still not learned from (beside parse_vector's reasons).
 UNKNOWN_JOB = "unknown_job"  # no running job of a class by that name: finished, requeued, not ours
 WARMING_UP = "warming_up"  # running for less than the warm-up: the window mixes other pods
-RTT_UNKNOWN = "rtt_unknown"  # no RTT from the job's region to its data right now
+RTT_UNKNOWN = "rtt_unknown"  # no RTT from the job's region to its data now (or no dataset)
 # The rule the engine's refit (catalog.engine_for) applies too: one rule for both.
 DEFAULT_RULE = TrustRule()
 # Optional status fields: a merge patch sets the ones a status no longer has to null.
@@ -68,6 +68,7 @@ class Learned:
 
     calibration: Calibration
     status: dict[str, object]
+    added: int  # samples new to the profile
 
 
 class ThroughputLearner:
@@ -190,7 +191,7 @@ class ThroughputLearner:
         for key in _OPTIONAL_STATUS:
             patch.setdefault(key, None)
         await self.client.patch_throughput_profile_status(namespace, profile.name, patch)
-        metrics.THROUGHPUT_SAMPLES_LEARNED.inc(len(samples))
+        metrics.THROUGHPUT_SAMPLES_LEARNED.inc(learned.added)
         # The catalog has the new fit at once (the watch event follows with the same).
         self.catalog.upsert_profile(_body(profile, learned.status))
         if learned.calibration.trusted != profile.trusted:
@@ -270,7 +271,7 @@ def refit(
         transitioned_at=since,
         observed_generation=profile.generation,
     )
-    return Learned(calibration, status)
+    return Learned(calibration, status, len(new))
 
 
 def _identity(sample: ThroughputSample) -> tuple[object, ...]:
