@@ -51,6 +51,9 @@ class SchedulingSettings:
     retry_interval: float = 15.0
     # Gangs created and bound at the same time.
     bind_concurrency: int = 8
+    # Bind mode: each pod is created with its node already set (one write per pod) instead of
+    # created, then bound (two). See docs/operator.md, "Creating pods bound".
+    create_pods_bound: bool = True
     # A gang on a node NotReady for longer than this is placed again (a node gone: at once).
     node_lost_grace_seconds: float = 300.0
     # Added to every gang pod (and honoured when placing): the toleration of the taint that
@@ -174,6 +177,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("log-format", str, "plain", "plain or json")
     flag("retry-interval", float, 15.0, "seconds between retries of pending jobs")
     flag("bind-concurrency", int, 8, "gangs created and bound at the same time")
+    parser.add_argument(
+        "--create-pods-bound", type=_boolean,
+        default=_boolean(_env("create-pods-bound") or "true"),
+        help="Bind mode: create each pod with its node set, one write instead of create + bind "
+        "(env TSUNAGU_CREATE_PODS_BOUND)",
+    )  # fmt: skip
     flag(
         "node-lost-grace-seconds", float, 300.0,
         "a gang on a node NotReady for longer than this is placed again",
@@ -360,6 +369,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             default_max_throughput_loss=args.default_max_throughput_loss,
             retry_interval=args.retry_interval,
             bind_concurrency=args.bind_concurrency,
+            create_pods_bound=args.create_pods_bound,
             node_lost_grace_seconds=args.node_lost_grace_seconds,
             gang_tolerations=tolerations,
         ),

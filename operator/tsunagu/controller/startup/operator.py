@@ -105,6 +105,7 @@ class Operator:
             client=client, catalog=self.catalog, jobs=self.jobs, statuses=self.statuses,
             events=self.events, assumed=self.assumed, inflight=self.inflight,
             concurrency=settings.scheduling.bind_concurrency,
+            create_pods_bound=settings.scheduling.create_pods_bound,
             gang_tolerations=[toleration_body(t) for t in settings.scheduling.gang_tolerations],
             on_bound=self.lifecycle.reconcile_soon, on_rolled_back=self.lifecycle.reconcile,
         )  # fmt: skip
