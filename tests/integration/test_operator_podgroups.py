@@ -289,3 +289,20 @@ def test_a_recreated_member_that_no_longer_fits_its_groups_region_goes_where_it_
         cluster.kubectl("uncordon", freed)
     assert len(bound_regions(cluster, pods)) == 2, "the new member went where it fits"
     assert_no_gpu_overcommitted(cluster)
+
+
+def test_a_pod_that_names_tsunagu_and_no_group_is_placed_alone_by_its_dataset(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(dataset(namespace, "notes", "fukuoka", "Pinned"))
+    solo = plain_member(namespace, "solo", "unused", 2, **{"tsunagu.io/dataset": "notes"})
+    del solo["metadata"]["labels"][GROUP_LABEL]
+    cluster.apply(solo)
+
+    def bound() -> Any:
+        body = cluster.get_json("pod", "solo", "-n", namespace)
+        return body if body["spec"].get("nodeName") else None
+
+    body = wait_until(bound, timeout=30)
+    assert node_regions(cluster)[body["spec"]["nodeName"]] == "fukuoka"
+    assert "Scheduled" in reasons(cluster, namespace, "solo")

@@ -19,6 +19,8 @@ from tsunagu.api.podgroups import (
     group_policy,
     group_status,
     is_group_key,
+    is_lone_pod,
+    lone_pod_key,
     parse_pod_group,
     strictest,
 )
@@ -98,14 +100,24 @@ def test_a_member_names_tsunagu_and_a_group() -> None:
     "body",
     [
         pod(scheduler="default-scheduler"),
-        pod(group=None),
-        pod(group=""),
         pod(labels={"tsunagu.io/job": "a-trainingjob"}),
     ],
-    ids=["other scheduler", "no label", "empty label", "a TrainingJob's own pod"],
+    ids=["other scheduler", "a TrainingJob's own pod"],
 )
 def test_pods_that_are_not_members_are_left_alone(body: dict[str, Any]) -> None:
     assert group_pod_from(body) is None
+
+
+@pytest.mark.parametrize("group", [None, ""], ids=["no label", "empty label"])
+def test_a_pod_that_names_tsunagu_and_no_group_is_a_group_of_its_own(group: str | None) -> None:
+    found = group_pod_from(pod("solo", group=group))
+    assert found is not None
+    key, _ = found
+    assert key == lone_pod_key("team", "solo")
+    assert is_group_key(key)
+    assert is_lone_pod(key)
+    assert group_name(key) == "solo"
+    assert key != group_key("team", "solo"), "a group named like the pod is another group"
 
 
 def test_a_group_key_never_equals_a_trainingjobs_key() -> None:

@@ -46,8 +46,10 @@ GROUP_ANNOTATIONS = (
 )  # fmt: skip
 
 # A group's key in the queue, the assume cache and the in-flight set: a name with a "/" is no
-# object name, so no TrainingJob of the same name can share it.
+# object name, so no TrainingJob of the same name can share it. A pod that names tsunagu but
+# no group is a group of one of its own.
 _KEY_PREFIX = "podgroup/"
+_LONE_PREFIX = "pod/"
 # Merging the required node affinity of pods that differ multiplies their terms; beyond this
 # the group is refused rather than judged slowly.
 MAX_MERGED_TERMS = 64
@@ -57,12 +59,22 @@ def group_key(namespace: str, name: str) -> JobKey:
     return (namespace, f"{_KEY_PREFIX}{name}")
 
 
+def lone_pod_key(namespace: str, pod: str) -> JobKey:
+    return (namespace, f"{_LONE_PREFIX}{pod}")
+
+
 def is_group_key(key: JobKey) -> bool:
-    return key[1].startswith(_KEY_PREFIX)
+    return key[1].startswith((_KEY_PREFIX, _LONE_PREFIX))
+
+
+def is_lone_pod(key: JobKey) -> bool:
+    """A pod that names tsunagu and no group: a gang of one."""
+    return key[1].startswith(_LONE_PREFIX)
 
 
 def group_name(key: JobKey) -> str:
-    return key[1].removeprefix(_KEY_PREFIX)
+    """The PodGroup's name (for a lone pod: the pod's)."""
+    return key[1].removeprefix(_KEY_PREFIX).removeprefix(_LONE_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,22 +118,21 @@ _ACTIVE = frozenset({"Pending", "Running", "Unknown"})
 
 
 def group_pod_from(body: Mapping[str, object]) -> tuple[JobKey, GroupPod] | None:
-    """The pod's group and what it asks, or None when it is no member of a tsunagu pod group
-    (another scheduler's, no group label, or a TrainingJob's own pod)."""
+    """The pod's group and what it asks, or None when tsunagu does not schedule it (another
+    scheduler's, or a TrainingJob's own pod). A pod without a group label is a group of one."""
     spec = body.get("spec")
     metadata = body.get("metadata")
     if not isinstance(spec, Mapping) or not isinstance(metadata, Mapping):
         return None
     if spec.get("schedulerName") != SCHEDULER_NAME:
         return None
-    labels = metadata.get("labels")
+    labels = metadata.get("labels") or {}
     if not isinstance(labels, Mapping) or JOB_LABEL in labels:
-        return None
-    group = labels.get(POD_GROUP_LABEL)
-    if not isinstance(group, str) or not group:
         return None
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name") or "")
+    group = labels.get(POD_GROUP_LABEL)
+    key = group_key(namespace, group) if isinstance(group, str) and group else None
     pod_spec = Fields(spec, "Pod", f"{namespace}/{name}", "spec")
     raw_annotations = metadata.get("annotations")
     annotations = raw_annotations if isinstance(raw_annotations, Mapping) else {}
@@ -142,7 +153,7 @@ def group_pod_from(body: Mapping[str, object]) -> tuple[JobKey, GroupPod] | None
             (key, str(annotations[key])) for key in GROUP_ANNOTATIONS if key in annotations
         ),
     )
-    return group_key(namespace, group), pod
+    return key or lone_pod_key(namespace, name), pod
 
 
 def _creation(body: Mapping[str, object]) -> float:

@@ -23,6 +23,7 @@ from tsunagu.api.podgroups import (
     group_name,
     group_policy,
     group_status,
+    is_lone_pod,
 )
 from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
@@ -130,6 +131,8 @@ class PodGroupLifecycle:
             self.queue.remove(key)
             return self.reporter.unschedulable(key, pending, str(Reason.InvalidSpec), str(error))
         size = min_member if min_member is not None else policy.min_member
+        if size is None and is_lone_pod(key):
+            size = 1
         if size is None:
             self.queue.remove(key)
             text = (
