@@ -306,3 +306,45 @@ def test_a_pod_that_names_tsunagu_and_no_group_is_placed_alone_by_its_dataset(
     body = wait_until(bound, timeout=30)
     assert node_regions(cluster)[body["spec"]["nodeName"]] == "fukuoka"
     assert "Scheduled" in reasons(cluster, namespace, "solo")
+
+
+def test_members_are_bound_only_where_their_node_rules_allow(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    osaka = sorted(n for n, r in node_regions(cluster).items() if r == "osaka")
+    cluster.kubectl("taint", "nodes", *osaka[1:], "dedicated=infer:NoSchedule")
+    try:
+        cluster.apply(dataset(namespace, "scans", "osaka", "Pinned"))
+        cluster.apply(pod_group(namespace, "tight", 2))
+        members = [
+            plain_member(namespace, f"tight-{i}", "tight", 4, **{"tsunagu.io/dataset": "scans"})
+            for i in range(2)
+        ]
+        cluster.apply(members)
+        pods = wait_until(lambda: all_bound(cluster, namespace, "tight", 2), timeout=30)
+        assert {p["spec"]["nodeName"] for p in pods} == {osaka[0]}, "only the untainted node"
+
+        cluster.apply(pod_group(namespace, "more", 2))
+        cluster.apply(
+            [
+                plain_member(namespace, f"more-{i}", "more", 4, **{"tsunagu.io/dataset": "scans"})
+                for i in range(2)
+            ]
+        )
+
+        def refused() -> Any:
+            return next(
+                (
+                    e["message"]
+                    for e in events_for(cluster, namespace, "more-0")
+                    if e["reason"] == "FailedScheduling"
+                ),
+                None,
+            )
+
+        message = wait_until(refused, timeout=30)
+        assert "dedicated" in message or "taint" in message.lower(), message
+        assert not any(p["spec"].get("nodeName") for p in group_pods(cluster, namespace, "more"))
+        assert_no_gpu_overcommitted(cluster)
+    finally:
+        cluster.kubectl("taint", "nodes", *osaka[1:], "dedicated-", check=False)
