@@ -123,6 +123,15 @@ class Catalog:
         self.profiles.pop((namespace, name), None)
         self._engines.pop(namespace, None)
 
+    def profile_for(self, namespace: str, workload_class: str) -> ThroughputProfile | None:
+        """The profile of a class in a namespace that the engine's fit comes from: of several,
+        the last by name (as `fitted_models` lets a later one win)."""
+        found = None
+        for (ns, _), profile in sorted(self.profiles.items()):
+            if ns == namespace and profile.workload_class == workload_class:
+                found = profile
+        return found
+
     def engine_for(self, namespace: str, base: EngineSettings) -> EngineSettings:
         """`base` with the trusted models of the namespace's ThroughputProfiles (profiles apply
         to the jobs of their own namespace)."""

@@ -1,5 +1,5 @@
 """Operator settings, in sections by meaning (latency, scheduling, reporting, serving, leader
-election), read from
+election, health, learning), read from
 command-line flags, each also readable from `TSUNAGU_<FLAG>` in the environment (how the Helm
 chart passes them)."""
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from tsunagu.api.scheduling import TaintEffect, Toleration, TolerationOperator
 from tsunagu.placement.engine import EngineSettings
 from tsunagu.sources.latency import LatencySettings
+from tsunagu.sources.throughput_prometheus import DEFAULT_QUERY, ThroughputQuerySettings
 
 
 def gang_toleration(text: str) -> Toleration:
@@ -98,6 +99,22 @@ class LeaderElectionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningSettings:
+    """Learning each workload class's sensitivity from its jobs' throughput (docs/throughput.md):
+    the leader reads it from the Prometheus of the latency section every `interval_seconds`."""
+
+    # 0: off (also off without a Prometheus URL).
+    interval_seconds: float = 60.0
+    query: ThroughputQuerySettings = field(default_factory=ThroughputQuerySettings)
+    # A job is sampled once it has run this long: the query's rate() window must hold only its
+    # present pods (not its start, nor its pods in another region before a requeue).
+    warmup_seconds: float = 120.0
+    # A class without a ThroughputProfile in the job's namespace gets one named after it; off:
+    # only profiles that exist are updated.
+    create_profiles: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSettings:
     # /healthz fails once no request reached the API server for this long.
     api_unreachable_seconds: float = 60.0
@@ -113,6 +130,7 @@ class OperatorSettings:
     serving: ServingSettings = field(default_factory=ServingSettings)
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    learning: LearningSettings = field(default_factory=LearningSettings)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -173,6 +191,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{help_text} (env TSUNAGU_{name.upper().replace('-', '_')})",
         )  # fmt: skip
     add_leader_election_arguments(parser, flag)
+    add_learning_arguments(parser, flag)
+
+
+def add_learning_arguments(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    defaults = LearningSettings()
+    flag(
+        "throughput-interval", float, defaults.interval_seconds,
+        "seconds between reads of the jobs' throughput from Prometheus (0: learn nothing)",
+    )  # fmt: skip
+    flag(
+        "throughput-query", str, None,
+        f"PromQL returning each running job's throughput (default: {DEFAULT_QUERY})",
+    )  # fmt: skip
+    flag("throughput-namespace-label", str, "namespace", "label of the job's namespace")
+    flag("throughput-job-label", str, "job", "label of the TrainingJob's name")
+    flag(
+        "throughput-warmup-seconds", float, defaults.warmup_seconds,
+        "a job's throughput is sampled once it has run this long (the query's window)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--throughput-create-profiles", type=_boolean,
+        default=_boolean(_env("throughput-create-profiles") or "true"),
+        help="create a ThroughputProfile named after a class that has none in the job's "
+        "namespace (true or false; env TSUNAGU_THROUGHPUT_CREATE_PROFILES)",
+    )  # fmt: skip
+
+
+def learning_from_args(args: argparse.Namespace) -> LearningSettings:
+    for name in ("throughput_interval", "throughput_warmup_seconds"):
+        if getattr(args, name) < 0:
+            flag = name.replace("_", "-")
+            raise SystemExit(f"tsunagu run: --{flag} must be 0 or more (got {getattr(args, name)})")
+    return LearningSettings(
+        interval_seconds=args.throughput_interval,
+        query=ThroughputQuerySettings(
+            query=args.throughput_query or DEFAULT_QUERY,
+            namespace_label=args.throughput_namespace_label,
+            job_label=args.throughput_job_label,
+        ),
+        warmup_seconds=args.throughput_warmup_seconds,
+        create_profiles=args.throughput_create_profiles,
+    )
 
 
 def add_leader_election_arguments(parser: argparse.ArgumentParser, flag: Flag) -> None:
@@ -312,4 +372,5 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         ),
         leader_election=leader_election_from_args(args),
         health=HealthSettings(api_unreachable_seconds=args.api_unreachable_seconds),
+        learning=learning_from_args(args),
     )

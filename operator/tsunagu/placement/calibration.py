@@ -317,7 +317,7 @@ def fitted_models(
     profiles: Sequence[ThroughputProfile], rule: TrustRule = TrustRule()
 ) -> dict[str, FittedModel]:
     """{class: fitted model} for `EngineSettings.fitted_models`, from the profiles of one
-    namespace (and the cluster-wide defaults before them: a later profile of a class wins)."""
+    namespace (of several profiles of a class, a later one wins)."""
     models: dict[str, FittedModel] = {}
     for profile in profiles:
         fitted = calibrate_profile(profile, rule).fitted

@@ -1,6 +1,7 @@
 """What only the leader does, started when this replica takes the Lease and stopped when it
 loses it: the decision loop (and through it the binder), the lifecycle's reconciles, the
-reports (statuses and Events), Region status, the dataset guard and the latency-budget checks.
+reports (statuses and Events), Region status, the dataset guard, the latency-budget checks and
+the throughput learner (ThroughputProfiles' status).
 
 A standby keeps only what keeps its view warm (the watches, the lists' results, latency
 measurements); taking over then costs no relisting. Writes are refused by the Lease's gate in
@@ -91,6 +92,8 @@ class LeaderDuties:
         tasks.spawn(operator.datasets.run(), name="dataset guard")
         if operator.latency is not None:
             tasks.spawn(self._latency_ageing(), name="latency ageing")
+        if operator.learning is not None:
+            tasks.spawn(operator.learning.run(), name="throughput learning")
         tasks.spawn(self._reconcile_all(), name="reconcile all")
 
     async def stop(self, flush: bool = False) -> None:

@@ -28,6 +28,7 @@ from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.lifecycle.datasets import DatasetGuard
 from tsunagu.controller.lifecycle.jobs import JobLifecycle
 from tsunagu.controller.lifecycle.latency_budget import LatencyBudgetMonitor
+from tsunagu.controller.lifecycle.learning import ThroughputLearner
 from tsunagu.controller.lifecycle.podgroups import PodGroupLifecycle
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.podgroups import PodGroupReporter
@@ -45,6 +46,7 @@ from tsunagu.controller.startup.duties import LeaderDuties, TermTasks
 from tsunagu.controller.tasks import TaskGroup
 from tsunagu.placement.latency import Measurement
 from tsunagu.sources.latency import LatencySource, latency_source
+from tsunagu.sources.prometheus_http import connect as connect_prometheus
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ PING_SECONDS = 5.0
 # still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
 # serialise the latter.
 READ_THREADS = 32
+THROUGHPUT_QUERY_TIMEOUT = 10.0
 
 
 def connect(settings: OperatorSettings, configuration: Any = None) -> Kube:
@@ -142,6 +145,7 @@ class Operator:
             self.catalog, self.clusters, settings.reporting, self.events
         )
         self.latency = latency_source(settings.latency)
+        self.learning = self._learner(settings, client)
         self.duties = LeaderDuties(self)
         election = settings.leader_election
         self.elector: LeaderElector | None = None
@@ -156,6 +160,18 @@ class Operator:
             client.gate = self.elector
         self.synced = False
         self._election: asyncio.Task[None] | None = None
+
+    def _learner(self, settings: OperatorSettings, client: Kube) -> ThroughputLearner | None:
+        """The throughput learner, reading the Prometheus of the latency section; None without
+        one or with learning off."""
+        url = settings.latency.prometheus_url
+        if not url or settings.learning.interval_seconds <= 0:
+            return None
+        return ThroughputLearner(
+            jobs=self.jobs, catalog=self.catalog, statuses=self.statuses, events=self.events,
+            client=client, prometheus=connect_prometheus(url, THROUGHPUT_QUERY_TIMEOUT),
+            settings=settings.learning, on_learned=self.queue.wake,
+        )  # fmt: skip
 
     # --- leadership and health ---------------------------------------------------------------
     @property
