@@ -50,6 +50,8 @@ APPLICATION_RULES = _rules(
     ("", "pods", "get list watch create delete patch"),
     ("", "pods/binding", "create"),
     ("", "services", "get list watch create delete"),
+    ("scheduling.x-k8s.io", "podgroups", "get list watch patch"),
+    ("scheduling.x-k8s.io", "podgroups/status", "patch"),
 )
 
 # The leader-election Role in the release namespace: the one Lease by name, and create (which

@@ -150,9 +150,11 @@ class LeaderDuties:
             await operator.lifecycle.reconcile(key)
             if count % RECONCILE_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        await operator.group_lifecycle.reconcile_all()
         logger.info(
-            "term %d: %d jobs looked at in %.1f s",
-            self.terms, len(operator.jobs), time.monotonic() - started,
+            "term %d: %d jobs and %d pod groups looked at in %.1f s",
+            self.terms, len(operator.jobs), len(operator.groups.states),
+            time.monotonic() - started,
         )  # fmt: skip
 
     def _by_priority(self) -> list[JobKey]:
@@ -181,6 +183,11 @@ class LeaderDuties:
             collection.clear()
         for mapping in (jobs.just_bound, jobs.not_before, jobs.bind_failures, jobs.strangers):
             mapping.clear()
+        for key in list(operator.groups.states):
+            operator.inflight.discard(key)
+            operator.assumed.forget(key)
+            operator.queue.remove(key)
+        operator.groups.clear_term()
 
     async def _reseed_statuses(self) -> None:
         """Statuses as the API server has them: the last term may have meant more than it

@@ -17,22 +17,27 @@ from typing import Any
 
 from tsunagu.api.names import DATASETS, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS
 from tsunagu.api.parse import SpecError
+from tsunagu.api.podgroups import is_group_key
 from tsunagu.api.types import JobKey
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Kube, Lane
 from tsunagu.controller.cluster.connection import ClusterConnection
 from tsunagu.controller.cluster.lease import LeaderElector, LeaseTimings
+from tsunagu.controller.groups import PodGroupTracker
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.lifecycle.datasets import DatasetGuard
 from tsunagu.controller.lifecycle.jobs import JobLifecycle
 from tsunagu.controller.lifecycle.latency_budget import LatencyBudgetMonitor
 from tsunagu.controller.lifecycle.learning import ThroughputLearner
+from tsunagu.controller.lifecycle.podgroups import PodGroupLifecycle
 from tsunagu.controller.report.events import EventRecorder
+from tsunagu.controller.report.podgroups import PodGroupReporter
 from tsunagu.controller.report.regions import RegionStatusWriter
 from tsunagu.controller.report.statusbook import StatusBook
 from tsunagu.controller.report.writer import ReportWriter
 from tsunagu.controller.scheduling.assume import AssumeCache
 from tsunagu.controller.scheduling.binder import GangBinder
+from tsunagu.controller.scheduling.groupbinder import PodGroupBinder
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.scheduling.scheduler import Scheduler
@@ -109,10 +114,24 @@ class Operator:
             gang_tolerations=[toleration_body(t) for t in settings.scheduling.gang_tolerations],
             on_bound=self.lifecycle.reconcile_soon, on_rolled_back=self.lifecycle.reconcile,
         )  # fmt: skip
+        # Pod groups: gangs of pods other controllers create (an Indexed Job, a JobSet).
+        self.groups = PodGroupTracker()
+        group_reports = PodGroupReporter(client=client, events=self.events, groups=self.groups)
+        self.group_lifecycle = PodGroupLifecycle(
+            groups=self.groups, view=self.cluster.view, catalog=self.catalog, queue=self.queue,
+            assumed=self.assumed, inflight=self.inflight, reporter=group_reports, tasks=self.tasks,
+        )  # fmt: skip
+        self.group_binder = PodGroupBinder(
+            client=client, view=self.cluster.view, groups=self.groups, reporter=group_reports,
+            assumed=self.assumed, inflight=self.inflight,
+            concurrency=settings.scheduling.bind_concurrency,
+            on_done=self.group_lifecycle.reconcile_soon,
+        )  # fmt: skip
         self.scheduler = Scheduler(
             queue=self.queue, catalog=self.catalog, clusters=self.clusters,
             assumed=self.assumed, inflight=self.inflight, jobs=self.jobs,
-            statuses=self.statuses, events=self.events, binder=self.binder, tasks=self.tasks,
+            statuses=self.statuses, events=self.events, binder=self.binder,
+            groups=self.groups, group_binder=self.group_binder, tasks=self.tasks,
             engine=engine, retry_interval=settings.scheduling.retry_interval,
         )  # fmt: skip
         self.budgets = LatencyBudgetMonitor(
@@ -253,8 +272,14 @@ class Operator:
         if not self.leading:
             return
         for key in jobs:
-            if key in self.jobs:
+            if is_group_key(key):
+                self.group_lifecycle.reconcile_soon(key)
+            elif key in self.jobs:
                 self.lifecycle.reconcile_soon(key)
+
+    def pod_group_changed(self, key: JobKey) -> None:
+        if self.leading:
+            self.group_lifecycle.reconcile_soon(key)
 
     async def node_changed(self, node: str) -> None:
         """A node lost or cordoned may leave a gang on a dead node: let the lifecycle look."""
