@@ -235,6 +235,7 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                 "TSUNAGU_DEFAULT_MAX_RTT_MS",
                 "TSUNAGU_LATENCY_QUERY",
                 "TSUNAGU_THROUGHPUT_QUERY",
+                "TSUNAGU_DEFAULT_PROFILES_NAMESPACE",
             },
             id="defaults-leave-unset-settings-to-the-operator",
         ),
@@ -279,6 +280,7 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                     "jobLabel": "tsunagu_job",
                     "warmupSeconds": 90,
                     "createProfiles": False,
+                    "defaultProfilesNamespace": "",
                 },
             },
             {
@@ -288,6 +290,7 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                 "TSUNAGU_THROUGHPUT_JOB_LABEL": "tsunagu_job",
                 "TSUNAGU_THROUGHPUT_WARMUP_SECONDS": "90",
                 "TSUNAGU_THROUGHPUT_CREATE_PROFILES": "false",
+                "TSUNAGU_DEFAULT_PROFILES_NAMESPACE": "",
             },
             set(),
             id="throughput-learning",

@@ -59,6 +59,10 @@ class SchedulingSettings:
     # Added to every gang pod (and honoured when placing): the toleration of the taint that
     # keeps other schedulers' pods off the GPU nodes.
     gang_tolerations: tuple[Toleration, ...] = ()
+    # The namespace of the cluster-wide default ThroughputProfiles, used for a class in every
+    # namespace without a trusted profile of its own ("": none). `from_args` defaults it to the
+    # namespace of the Lease, the operator's own.
+    default_profiles_namespace: str = ""
 
     def engine(self) -> EngineSettings:
         return EngineSettings(
@@ -172,6 +176,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(
         "default-max-throughput-loss", float, None, "throughput-loss budget for jobs that set none"
     )
+    # Not `flag`: an empty value is meaningful (no defaults), not "unset".
+    parser.add_argument(
+        "--default-profiles-namespace", default=_env("default-profiles-namespace"),
+        help="namespace whose ThroughputProfiles apply to every namespace without a trusted "
+        "one of the class; default: the Lease's namespace; empty: none "
+        "(env TSUNAGU_DEFAULT_PROFILES_NAMESPACE)",
+    )  # fmt: skip
     flag("metrics-port", int, 8080, "port of the Prometheus metrics endpoint (0: off)")
     flag("liveness-port", int, 8081, "port of the /healthz liveness endpoint (0: off)")
     flag("log-format", str, "plain", "plain or json")
@@ -354,6 +365,8 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         )
     except ValueError as error:
         raise SystemExit(f"tsunagu run: {error}") from None
+    leader_election = leader_election_from_args(args)
+    default_profiles = args.default_profiles_namespace
     return OperatorSettings(
         namespaces=tuple(args.namespace or args.env_namespaces),
         latency=LatencySettings(
@@ -372,6 +385,9 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             create_pods_bound=args.create_pods_bound,
             node_lost_grace_seconds=args.node_lost_grace_seconds,
             gang_tolerations=tolerations,
+            default_profiles_namespace=(
+                leader_election.namespace if default_profiles is None else default_profiles
+            ),
         ),
         reporting=ReportingSettings(hold_seconds=args.report_hold_seconds),
         serving=ServingSettings(
@@ -380,7 +396,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             log_format=args.log_format,
             verbose=args.verbose,
         ),
-        leader_election=leader_election_from_args(args),
+        leader_election=leader_election,
         health=HealthSettings(api_unreachable_seconds=args.api_unreachable_seconds),
         learning=learning_from_args(args),
     )

@@ -85,7 +85,16 @@ class Operator:
         self.catalog = Catalog(
             staleness_seconds=settings.latency.staleness_seconds,
             declared_fallback=settings.latency.declared_fallback,
+            default_profiles_namespace=settings.scheduling.default_profiles_namespace,
         )
+        defaults = settings.scheduling.default_profiles_namespace
+        if settings.namespaces and defaults and defaults not in settings.namespaces:
+            # Kopf watches only the namespaces given: the defaults would be those listed at start.
+            logger.warning(
+                "the default ThroughputProfiles' namespace %s is not watched (--namespace): "
+                "changes to them are seen only after a restart",
+                defaults,
+            )
         self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
         self.clusters = (self.cluster,)
         self.queue = SchedulingQueue()
