@@ -6,6 +6,7 @@
 #   hack/tools.sh node           build only the real-node tools (kubelet, kube-proxy, coredns)
 #   hack/tools.sh coscheduling   build kube-scheduler with scheduler-plugins' Coscheduling (bench only)
 #   hack/tools.sh jobset         build the JobSet controller manager (integration tests)
+#   hack/tools.sh benchlimit     build the Go client of hack/bench_limit.py (bench only)
 #   hack/tools.sh path NAME      print the path of one built binary
 #   hack/tools.sh module NAME    print the module's source directory (scheduler-plugins, jobset),
 #                                downloading it if needed; their CRDs are read from there at run time
@@ -15,6 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Built against our Kubernetes' staging modules, so keyed by both versions (as Helm is).
 COSCHED_BIN="$TOOLS_BIN/scheduler-plugins-$SCHEDULER_PLUGINS_VERSION-kube$K8S_VERSION"
 JOBSET_BIN="$TOOLS_BIN/jobset-$JOBSET_VERSION-kube$K8S_VERSION"
+# Our own Go code (standard library only): keyed by its content.
+BENCHLIMIT_BIN="$TOOLS_BIN/benchlimit-$(cat "$HACK_DIR"/benchlimit/* | sha256sum | cut -c1-12)"
 
 export CGO_ENABLED=0
 BUILD_FLAGS=(-trimpath)
@@ -29,6 +32,7 @@ tool_path() {
     helm) echo "$HELM_BIN/helm" ;;
     coscheduling-scheduler) echo "$COSCHED_BIN/coscheduling-scheduler" ;;
     jobset-manager) echo "$JOBSET_BIN/jobset-manager" ;;
+    benchlimit) echo "$BENCHLIMIT_BIN/benchlimit" ;;
     *) die "unknown tool '$1'" ;;
   esac
 }
@@ -229,6 +233,15 @@ build_jobset() {
   rm -rf "$dir" "$JOBSET_BIN" && mv "$JOBSET_BIN.tmp" "$JOBSET_BIN"
 }
 
+build_benchlimit() {
+  [[ -x $BENCHLIMIT_BIN/benchlimit ]] && return 0
+  log "building hack/benchlimit"
+  mkdir -p "$BENCHLIMIT_BIN.tmp"
+  (cd "$HACK_DIR/benchlimit" && go build "${BUILD_FLAGS[@]}" -ldflags "-s -w" \
+      -o "$BENCHLIMIT_BIN.tmp/benchlimit" .) || die "building hack/benchlimit failed"
+  rm -rf "$BENCHLIMIT_BIN" && mv "$BENCHLIMIT_BIN.tmp" "$BENCHLIMIT_BIN"
+}
+
 # The source of a pinned module in the Go module cache (where its CRDs are), downloaded if needed.
 module_dir() {
   local module dir
@@ -248,6 +261,7 @@ main() {
     module) need go; module_dir "${2:?usage: tools.sh module NAME}"; return ;;
   esac
   need go
+  if [[ ${1:-} == benchlimit ]]; then build_benchlimit; return; fi
   check_sumdb
   case ${1:-} in
     coscheduling) build_coscheduling; log "Coscheduling's scheduler ready under $COSCHED_BIN"; return ;;
