@@ -215,6 +215,13 @@ def trainingjobs(core: Any, custom: Any, groups: int, per_group: int, meter: Cpu
     return result
 
 
+def keep(results: dict[str, Any], phase: str, result: Any) -> None:
+    """Records a phase and shows it at once: a later failure does not lose it."""
+    results[phase] = result
+    when = time.strftime("%H:%M:%S")
+    print(f"[bench_podgroups {when}] {phase}: {json.dumps(result)}", file=sys.stderr, flush=True)
+
+
 def row(name: str, result: dict[str, Any] | None, base: float | None) -> str:
     if result is None:
         return f"| {name} | skipped | | | |"
@@ -252,22 +259,25 @@ def main() -> None:
     groups, per = args.groups, args.per_group
     results: dict[str, Any] = {"nodes": len(nodes), "load_before": load, "podgroup_crd": crd}
 
-    results["kube_scheduler"] = pod_groups(core, custom, "default-scheduler", groups, per, meter)
+    keep(
+        results, "kube_scheduler", pod_groups(core, custom, "default-scheduler", groups, per, meter)
+    )
     peer = Coscheduling()
     meter.add("scheduler (Coscheduling)", peer.process.pid)
     try:
         peer.wait_ready(core)
-        results["coscheduling"] = pod_groups(core, custom, COSCHEDULING, groups, per, meter)
+        keep(results, "coscheduling", pod_groups(core, custom, COSCHEDULING, groups, per, meter))
     finally:
         peer.stop()
-    results["tsunagu_trainingjobs"] = trainingjobs(core, custom, groups, per, meter)
+    keep(results, "tsunagu_trainingjobs", trainingjobs(core, custom, groups, per, meter))
     operator, _, operator_log = start_operator()
     results["tsunagu_podgroups_log"] = operator_log.name
     meter.add("scheduler (tsunagu)", operator.pid)
     try:
-        results["tsunagu_podgroups"] = pod_groups(
+        through = pod_groups(
             core, custom, "tsunagu", groups, per, meter, first_timeout=args.tsunagu_timeout
         )
+        keep(results, "tsunagu_podgroups", through)
     finally:
         operator.terminate()
         operator.wait(timeout=60)
@@ -276,6 +286,7 @@ def main() -> None:
         for mode in ("bound", "bind"):
             run = measure(core, nodes, groups * per, mode, args.limit_threads, client, meter)
             limits[f"{mode}/{client}"] = run
+            keep(results, f"limit {mode}/{client}", run)
     results["limit"] = limits
     results["load_after"], results["wall_seconds"] = os.getloadavg(), time.time() - began
     print(json.dumps(results, indent=2))
