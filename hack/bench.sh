@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of the project, each printing its own figures.
-#   BENCH=engine,sim,latency,operator,takeover,throughput (default: all)   which ones to run
+#   BENCH=engine,sim,latency,operator,podgroups,takeover,throughput (default: all)   which ones to run
 #   BENCH_BACKLOG=10000                                 pending jobs of the takeover benchmark
-#   BENCH_NODES_PER_REGION=200                          cluster size for the operator benchmark
+#   BENCH_NODES_PER_REGION=200                          cluster size for the operator and pod-group benchmarks
+#   BENCH_CLUSTER_NAME=tsunagu-bench                    their cluster (its state under .cluster/)
 # Figures and the commands that produced them are kept in docs/benchmarks.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$REPO_ROOT/.venv/bin/python"
-BENCH=${BENCH:-engine,sim,latency,operator,takeover,throughput}
+BENCH=${BENCH:-engine,sim,latency,operator,podgroups,takeover,throughput}
 wants() { [[ ",$BENCH," == *",$1,"* ]]; }
 cd "$REPO_ROOT"
 
@@ -27,17 +28,32 @@ if wants throughput; then
   log "throughput: a data-reading loop through the delay proxy at 0–40 ms vs the data-stall model"
   "$PY" hack/bench_throughput.py
 fi
-if wants operator; then
-  log "operator: gangs bound vs kube-scheduler on ${BENCH_NODES_PER_REGION:-200} nodes per region"
-  # A cluster of its own, so the test cluster keeps its small size; removed afterwards.
-  export CLUSTER_NAME=tsunagu-bench TSUNAGU_STATE="$REPO_ROOT/.cluster/bench"
+# The operator and pod-group benchmarks share one cluster of their own (1,000 nodes by default),
+# so the test cluster keeps its small size; it is made once and removed afterwards.
+bench_cluster_up() {
+  [[ -n ${BENCH_CLUSTER_UP:-} ]] && return 0
+  export CLUSTER_NAME=${BENCH_CLUSTER_NAME:-tsunagu-bench}
+  export TSUNAGU_STATE="$REPO_ROOT/.cluster/${CLUSTER_NAME#tsunagu-}"
   export NODES_PER_REGION=${BENCH_NODES_PER_REGION:-200}
   hack/cluster.sh up >/dev/null
   trap 'hack/cluster.sh down' EXIT
   "$K8S_BIN/kubectl" --kubeconfig "$(hack/cluster.sh kubeconfig)" apply --server-side -f crds >/dev/null
   "$K8S_BIN/kubectl" --kubeconfig "$(hack/cluster.sh kubeconfig)" wait --for=condition=Established \
     crd/regions.tsunagu.io crd/datasets.tsunagu.io crd/trainingjobs.tsunagu.io >/dev/null
+  BENCH_CLUSTER_UP=1
+}
+if wants operator; then
+  log "operator: gangs bound vs kube-scheduler on ${BENCH_NODES_PER_REGION:-200} nodes per region"
+  bench_cluster_up
   "$PY" hack/bench_operator.py
+fi
+if wants podgroups; then
+  log "pod groups: kube-scheduler, Coscheduling $SCHEDULER_PLUGINS_VERSION, tsunagu, and the API server's limit"
+  # Coscheduling's kube-scheduler and the Go client of the limit are built here only (cached).
+  hack/tools.sh coscheduling
+  hack/tools.sh benchlimit
+  bench_cluster_up
+  "$PY" hack/bench_podgroups.py
 fi
 if wants takeover; then
   log "leadership: start-up with ${BENCH_BACKLOG:-10000} pending jobs, takeover after kill -9, faults"

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +190,23 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def bench_tsunagu(core: Any, custom: Any, jobs: int, per_job: int) -> dict[str, float]:
+def bench_tsunagu(
+    core: Any,
+    custom: Any,
+    jobs: int,
+    per_job: int,
+    steady: bool = True,
+    hook: Callable[[str, subprocess.Popen[bytes]], None] | None = None,
+) -> dict[str, Any]:
+    """The burst of TrainingJobs; `steady` adds the gangs arriving one by one after it; `hook`
+    is called with ("started", operator) before the burst and ("bound", operator) once its last
+    pod is bound (bench_podgroups.py reads the processes' CPU there)."""
     namespace = f"bench-tj-{int(time.time())}"
     create_namespace(core, namespace)
     watcher = BindWatcher(core, namespace)
     process, _, log = start_operator()
+    if hook:
+        hook("started", process)
     bodies = [
         {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob",
@@ -212,6 +225,8 @@ def bench_tsunagu(core: Any, custom: Any, jobs: int, per_job: int) -> dict[str, 
     started = time.time()
     parallel(create, bodies)
     watcher.wait_for(jobs * per_job, timeout=900)
+    if hook:
+        hook("bound", process)
     elapsed = max(watcher.bound.values()) - started
     per_gang = []
     for name, at in created.items():
@@ -219,14 +234,14 @@ def bench_tsunagu(core: Any, custom: Any, jobs: int, per_job: int) -> dict[str, 
         per_gang.append(max(pods) - at)
     peak = rss_mb(process.pid)
     wait_all_running(core, namespace, jobs * per_job)
-    steady = steady_arrivals(custom, watcher, namespace, per_job)
+    arrivals = steady_arrivals(custom, watcher, namespace, per_job) if steady else None
     process.terminate()
     process.wait(timeout=60)
     watcher.stop()
     delete_namespace(core, namespace)
     return {"pods": jobs * per_job, "seconds": elapsed, "pods_per_second": jobs * per_job / elapsed,
             "p50": percentile(per_gang, 0.5), "p99": percentile(per_gang, 0.99), "rss_mb": peak,
-            "steady": steady, "log": log.name}  # fmt: skip
+            "steady": arrivals, "log": log.name}  # fmt: skip
 
 
 def wait_all_running(core: Any, namespace: str, pods: int, timeout: float = 300) -> None:

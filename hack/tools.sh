@@ -2,10 +2,22 @@
 # Builds the Kubernetes control plane, etcd, kwok and Helm, and for real nodes kubelet, kube-proxy
 # and CoreDNS, from their Go modules, once per version, into $TSUNAGU_CACHE/bin/<tool>-<version>/.
 # Idempotent.
-#   hack/tools.sh            build whatever is missing
-#   hack/tools.sh node       build only the real-node tools (kubelet, kube-proxy, coredns)
-#   hack/tools.sh path NAME  print the path of one built binary
+#   hack/tools.sh                build whatever is missing
+#   hack/tools.sh node           build only the real-node tools (kubelet, kube-proxy, coredns)
+#   hack/tools.sh coscheduling   build kube-scheduler with scheduler-plugins' Coscheduling (bench only)
+#   hack/tools.sh jobset         build the JobSet controller manager (integration tests)
+#   hack/tools.sh benchlimit     build the Go client of hack/bench_limit.py (bench only)
+#   hack/tools.sh path NAME      print the path of one built binary
+#   hack/tools.sh module NAME    print the module's source directory (scheduler-plugins, jobset),
+#                                downloading it if needed; their CRDs are read from there at run time
+# The gang peers are not part of the default set: `make test` never builds them.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Built against our Kubernetes' staging modules, so keyed by both versions (as Helm is).
+COSCHED_BIN="$TOOLS_BIN/scheduler-plugins-$SCHEDULER_PLUGINS_VERSION-kube$K8S_VERSION"
+JOBSET_BIN="$TOOLS_BIN/jobset-$JOBSET_VERSION-kube$K8S_VERSION"
+# Our own Go code (standard library only): keyed by its content.
+BENCHLIMIT_BIN="$TOOLS_BIN/benchlimit-$(cat "$HACK_DIR"/benchlimit/* | sha256sum | cut -c1-12)"
 
 export CGO_ENABLED=0
 BUILD_FLAGS=(-trimpath)
@@ -18,6 +30,9 @@ tool_path() {
     etcd) echo "$ETCD_BIN/etcd" ;;
     kwok|kwokctl) echo "$KWOK_BIN/$1" ;;
     helm) echo "$HELM_BIN/helm" ;;
+    coscheduling-scheduler) echo "$COSCHED_BIN/coscheduling-scheduler" ;;
+    jobset-manager) echo "$JOBSET_BIN/jobset-manager" ;;
+    benchlimit) echo "$BENCHLIMIT_BIN/benchlimit" ;;
     *) die "unknown tool '$1'" ;;
   esac
 }
@@ -48,20 +63,28 @@ check_sumdb() {
   rm -rf "$probe"
 }
 
-# A wrapper module requiring k8s.io/kubernetes at $K8S_VERSION; prints its directory.
-kubernetes_wrapper() {
-  local dir gomod staging ver=${K8S_VERSION#v} m
-  dir=$(new_wrapper)
+# Appends to the wrapper module in $1 a replace of every staging module of k8s.io/kubernetes
+# $K8S_VERSION (k8s.io/X => ./staging/src/k8s.io/X, published as k8s.io/X v0.<minor>.<patch>) and
+# of k8s.io/kubernetes itself: whatever the required modules ask for, the build is of our cluster's.
+replace_staging() {
+  local dir=$1 gomod staging ver=${K8S_VERSION#v} m
   gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   [[ -f $gomod ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
-  # Every staging module (k8s.io/X => ./staging/src/k8s.io/X) is published as k8s.io/X v0.<minor>.<patch>.
   staging=$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod")
   [[ -n $staging ]] || die "no staging modules found in $gomod"
   {
-    printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
+    printf '\nreplace (\n\tk8s.io/kubernetes => k8s.io/kubernetes %s\n' "$K8S_VERSION"
     for m in $staging; do printf '\t%s => %s v0.%s\n' "$m" "$m" "${ver#1.}"; done
     printf ')\n'
   } >>"$dir/go.mod"
+}
+
+# A wrapper module requiring k8s.io/kubernetes at $K8S_VERSION; prints its directory.
+kubernetes_wrapper() {
+  local dir
+  dir=$(new_wrapper)
+  printf '\nrequire k8s.io/kubernetes %s\n' "$K8S_VERSION" >>"$dir/go.mod"
+  replace_staging "$dir"
   echo "$dir"
 }
 
@@ -157,13 +180,105 @@ build_helm() {
   rm -rf "$dir" "$HELM_BIN" && mv "$HELM_BIN.tmp" "$HELM_BIN"
 }
 
-main() {
-  if [[ ${1:-} == path ]]; then
-    tool_path "${2:?usage: tools.sh path NAME}"
+# kube-scheduler $K8S_VERSION with Coscheduling registered, as scheduler-plugins' own
+# cmd/scheduler does, but with Coscheduling only: its other plugins (Trimaran, network-aware,
+# NodeResourceTopology, SySched) bring dependencies (gonum, the security-profiles operator) that
+# would double the build for nothing the benchmark runs.
+build_coscheduling() {
+  [[ -x $COSCHED_BIN/coscheduling-scheduler ]] && return 0
+  log "building kube-scheduler $K8S_VERSION with Coscheduling of scheduler-plugins $SCHEDULER_PLUGINS_VERSION (cold: ~5 min)"
+  local dir
+  dir=$(new_wrapper)
+  printf '\nrequire sigs.k8s.io/scheduler-plugins %s\n' "$SCHEDULER_PLUGINS_VERSION" >>"$dir/go.mod"
+  replace_staging "$dir"
+  cat >"$dir/main.go" <<'GO'
+// kube-scheduler with scheduler-plugins' Coscheduling plugin registered.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+
+	_ "sigs.k8s.io/scheduler-plugins/apis/config/scheme" // decodes CoschedulingArgs
+	"sigs.k8s.io/scheduler-plugins/pkg/coscheduling"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewSchedulerCommand(app.WithPlugin(coscheduling.Name, coscheduling.New))))
+}
+GO
+  mkdir -p "$COSCHED_BIN.tmp"
+  (cd "$dir" && GOFLAGS=-mod=mod go build "${BUILD_FLAGS[@]}" -ldflags "$(kubernetes_ldflags)" \
+      -o "$COSCHED_BIN.tmp/coscheduling-scheduler" .) \
+    || die "building Coscheduling $SCHEDULER_PLUGINS_VERSION failed (see the Go output above)"
+  rm -rf "$dir" "$COSCHED_BIN" && mv "$COSCHED_BIN.tmp" "$COSCHED_BIN"
+}
+
+# JobSet's controller manager (its module root is the main package), on our staging modules.
+build_jobset() {
+  [[ -x $JOBSET_BIN/jobset-manager ]] && return 0
+  log "building the JobSet controller manager $JOBSET_VERSION for Kubernetes $K8S_VERSION (cold: ~4 min)"
+  local dir ld="-s -w -X sigs.k8s.io/jobset/pkg/version.GitVersion=$JOBSET_VERSION"
+  dir=$(new_wrapper)
+  printf '\nrequire sigs.k8s.io/jobset %s\n' "$JOBSET_VERSION" >>"$dir/go.mod"
+  replace_staging "$dir"
+  mkdir -p "$JOBSET_BIN.tmp"
+  (cd "$dir" && GOFLAGS=-mod=mod go build "${BUILD_FLAGS[@]}" -ldflags "$ld" \
+      -o "$JOBSET_BIN.tmp/jobset-manager" sigs.k8s.io/jobset) \
+    || die "building JobSet $JOBSET_VERSION failed (see the Go output above)"
+  rm -rf "$dir" "$JOBSET_BIN" && mv "$JOBSET_BIN.tmp" "$JOBSET_BIN"
+}
+
+build_benchlimit() {
+  [[ -x $BENCHLIMIT_BIN/benchlimit ]] && return 0
+  log "building hack/benchlimit"
+  mkdir -p "$BENCHLIMIT_BIN.tmp"
+  (cd "$HACK_DIR/benchlimit" && go build "${BUILD_FLAGS[@]}" -ldflags "-s -w" \
+      -o "$BENCHLIMIT_BIN.tmp/benchlimit" .) || die "building hack/benchlimit failed"
+  rm -rf "$BENCHLIMIT_BIN" && mv "$BENCHLIMIT_BIN.tmp" "$BENCHLIMIT_BIN"
+}
+
+# The source of a pinned module in the Go module cache (where its CRDs are), downloaded if needed.
+module_dir() {
+  local module dir
+  case "$1" in
+    scheduler-plugins) module="sigs.k8s.io/scheduler-plugins@$SCHEDULER_PLUGINS_VERSION" ;;
+    jobset) module="sigs.k8s.io/jobset@$JOBSET_VERSION" ;;
+    *) die "unknown module '$1' (scheduler-plugins or jobset)" ;;
+  esac
+  if ! command -v go >/dev/null 2>&1; then  # the module cache of an earlier build, if any
+    dir="${GOMODCACHE:-${GOPATH:-$HOME/go}/pkg/mod}/$module"
+    [[ -d $dir ]] || die "'go' is not installed and $module is not in the module cache"
+    echo "$dir"
     return
   fi
+  dir=$(new_wrapper)
+  (cd "$dir" && go mod download -json "$module") | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'
+  rm -rf "$dir"
+}
+
+main() {
+  case ${1:-} in
+    path) tool_path "${2:?usage: tools.sh path NAME}"; return ;;
+    module) module_dir "${2:?usage: tools.sh module NAME}"; return ;;
+  esac
+  # A cached peer needs no Go toolchain (the JobSet tests then run where Go is missing).
+  case ${1:-} in
+    coscheduling) [[ -x $COSCHED_BIN/coscheduling-scheduler ]] && return 0 ;;
+    jobset) [[ -x $JOBSET_BIN/jobset-manager ]] && return 0 ;;
+    benchlimit) [[ -x $BENCHLIMIT_BIN/benchlimit ]] && return 0 ;;
+  esac
   need go
+  if [[ ${1:-} == benchlimit ]]; then build_benchlimit; return; fi
   check_sumdb
+  case ${1:-} in
+    coscheduling) build_coscheduling; log "Coscheduling's scheduler ready under $COSCHED_BIN"; return ;;
+    jobset) build_jobset; log "JobSet controller ready under $JOBSET_BIN"; return ;;
+  esac
   if [[ ${1:-} == node ]]; then
     build_kubernetes_node
     build_coredns

@@ -1,0 +1,3 @@
+module tsunagu.io/benchlimit
+
+go 1.26
