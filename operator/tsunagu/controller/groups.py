@@ -36,6 +36,10 @@ class GroupState:
     written: dict[str, Any] = field(default_factory=dict)
     bind_failures: int = 0
     not_before: float = 0.0
+    # When the group was first seen short of members (monotonic), None while it is not; and
+    # whether a look is due when its report delay ends.
+    short_since: float | None = None
+    short_timer: bool = False
 
 
 class PodGroupTracker:

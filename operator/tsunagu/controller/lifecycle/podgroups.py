@@ -39,6 +39,9 @@ from tsunagu.controller.tasks import TaskGroup
 logger = logging.getLogger(__name__)
 
 RECONCILE_DELAY_SECONDS = 0.25
+# A group short of members says so only after this long: in a burst its pods arrive within a
+# second, and a verdict per arriving pod would be an Event per pod per pod.
+SHORT_REPORT_DELAY_SECONDS = 5.0
 WAITING_FOR_POD_GROUP = "WaitingForPodGroup"
 WAITING_FOR_PODS = "WaitingForPods"
 
@@ -85,6 +88,13 @@ class PodGroupLifecycle:
             except Exception:
                 metrics.INTERNAL_ERRORS.labels(loop="podgroups").inc()
                 logger.exception("reconciling pod group %s/%s failed", key[0], group_name(key))
+
+    async def _look_again(self, key: JobKey, delay: float) -> None:
+        """Once the report delay of a group short of members ends (pod events meanwhile are
+        looked at as they come)."""
+        await asyncio.sleep(delay)
+        self.groups.state(key).short_timer = False
+        await self.reconcile(key)
 
     async def reconcile_all(self) -> None:
         """After taking the Lease: every group known, once."""
@@ -140,11 +150,21 @@ class PodGroupLifecycle:
                 "on its pods: the size of the gang is not known"
             )
             return self.reporter.unschedulable(key, pending, WAITING_FOR_POD_GROUP, text)
+        state = self.groups.state(key)
         if len(pending) + len(active) < size:
             self.queue.remove(key)
+            now = time.monotonic()
+            if state.short_since is None:
+                state.short_since = now
+            wait = state.short_since + SHORT_REPORT_DELAY_SECONDS - now
+            if wait > 0:
+                if not state.short_timer:
+                    state.short_timer = True
+                    self.tasks.spawn(self._look_again(key, wait), name=f"group {name} short")
+                return None
             text = f"{len(pending) + len(active)} of {size} pods of the group exist"
             return self.reporter.unschedulable(key, pending, WAITING_FOR_PODS, text)
-        state = self.groups.state(key)
+        state.short_since = None
         wait = state.not_before - time.time()
         if wait > 0:
             self.queue.remove(key)
