@@ -4,8 +4,12 @@
 STATE_DIR=${TSUNAGU_STATE:-$REPO_ROOT/.cluster}
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 REAL_DIR="$STATE_DIR/real"
-REAL_NODES=${REAL_NODES:-2}
 REAL_REGION=${REAL_REGION:-kanto}
+# The region of each node in order (e.g. kanto,kanto,kyushu); unset: REAL_NODES nodes, all in
+# REAL_REGION. REAL_NODES defaults to the length of the list.
+IFS=, read -r -a REAL_NODE_REGIONS <<<"${REAL_REGIONS:-}"
+REAL_NODES=${REAL_NODES:-${#REAL_NODE_REGIONS[@]}}
+((REAL_NODES > 0)) || REAL_NODES=2
 REAL_GPUS=${REAL_GPUS:-2}
 REAL_GPU_PRODUCT=${REAL_GPU_PRODUCT:-NVIDIA-H100-80GB-HBM3}
 # Pod subnets 10.233.<n>.0/24, one per node; kubelets listen on REAL_PORT_BASE + 2n.
@@ -18,7 +22,16 @@ REAL_IMAGES=${REAL_IMAGES:-pause trainer operator}
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 ctr_() { ctr --address "$REAL_DIR/nodes/$1/containerd.sock" --namespace k8s.io "${@:2}"; }
 
-node_name() { echo "real-$REAL_REGION-$1"; }
+# The region of node N: its entry in REAL_REGIONS, the last entry past the end, else REAL_REGION.
+node_region() {
+  local count=${#REAL_NODE_REGIONS[@]}
+  if ((count == 0)); then echo "$REAL_REGION"
+  elif (($1 < count)); then echo "${REAL_NODE_REGIONS[$1]}"
+  else echo "${REAL_NODE_REGIONS[count - 1]}"
+  fi
+}
+
+node_name() { echo "real-$(node_region "$1")-$1"; }
 
 host_ip() {
   local ip
@@ -57,10 +70,24 @@ install_host_packages() {
   return 0
 }
 
+# The state directory of real nodes that run here for another cluster, if any: they share the
+# host's kube-proxy chains, port 53, bridge names and kubelet ports with ours.
+other_real_nodes() {
+  local line dir
+  while read -r line; do
+    dir=${line#*--config }
+    dir=${dir%%/real/nodes/*}
+    [[ $dir == "$STATE_DIR" ]] && continue
+    echo "$dir"
+    return 0
+  done < <(pgrep -a containerd 2>/dev/null | grep -- '--config .*/real/nodes/.*/containerd.toml' || true)
+  return 1
+}
+
 # Says in one line why real nodes cannot run here, or nothing (exit 0) when they can.
 check_host() {
   install_host_packages
-  local why=""
+  local why="" other
   if [[ $(id -u) != 0 ]]; then why="real nodes need root (containerd, cgroups, network namespaces)"
   elif ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null; then
     why="containerd, ctr and runc are not installed (apt-get install containerd runc)"
@@ -72,6 +99,8 @@ check_host() {
     why="no usable cgroup hierarchy under /sys/fs/cgroup"
   elif ! grep -qw overlay /proc/filesystems; then why="the kernel has no overlay filesystem"
   elif [[ -z $(host_ip) ]]; then why="no global IPv4 address to give the nodes"
+  elif other=$(other_real_nodes); then
+    why="real nodes of another cluster run on this host ($other): one host runs one set (one kube-proxy, CoreDNS on port 53)"
   fi
   if [[ -n $why ]]; then
     echo "cannot run real nodes: $why"
@@ -205,8 +234,9 @@ EOF
 }
 
 start_node() {
-  local index=$1 name dir ip root
+  local index=$1 name dir ip root region
   name=$(node_name "$index")
+  region=$(node_region "$index")
   dir="$REAL_DIR/nodes/$name"
   ip=$(host_ip)
   mkdir -p "$dir/kubelet" "$dir/logs"
@@ -227,7 +257,7 @@ start_node() {
   start_daemon "$dir/kubelet.pid" "$dir/logs/kubelet.log" "$K8S_NODE_BIN/kubelet" \
     --config "$dir/kubelet.yaml" --kubeconfig "$KUBECONFIG_PATH" --root-dir "$dir/kubelet" \
     --cert-dir "$dir/pki" --hostname-override "$name" --node-ip "$ip" \
-    --node-labels "type=real,topology.kubernetes.io/region=$REAL_REGION,topology.kubernetes.io/zone=$REAL_REGION-$index,nvidia.com/gpu.product=$REAL_GPU_PRODUCT,nvidia.com/gpu.count=$REAL_GPUS" \
+    --node-labels "type=real,topology.kubernetes.io/region=$region,topology.kubernetes.io/zone=$region-$index,nvidia.com/gpu.product=$REAL_GPU_PRODUCT,nvidia.com/gpu.count=$REAL_GPUS" \
     --v 1
 }
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,13 +21,16 @@ from tests.support.cluster import (
     release_datasets,
     wait_for_namespace_gone,
 )
+from tests.support.fault_proxy import FaultProxy, FaultRates, upstream_tls
 from tests.support.helm import CHART, Helm
 from tests.support.hoststate import host_leftovers, recorded_host_state
 from tests.support.realnodes import (
+    ALL_NODE_NAMES,
     GPUS_PER_REAL_NODE,
     REAL_NODE_NAMES,
     REAL_REGION,
     DatasetServer,
+    GpusInUse,
     bring_up_real_cluster,
     cannot_run_reason,
     dataset_server,
@@ -36,6 +41,7 @@ from tests.support.realnodes import (
 )
 from tests.support.scenario import (
     condition,
+    events_for,
     free_port,
     job,
     job_pods,
@@ -78,18 +84,23 @@ def namespace(real_cluster: Cluster) -> Iterator[str]:
     wait_for_namespace_gone(real_cluster, name, timeout=180)
 
 
-@pytest.fixture
-def operator(real_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+@contextmanager
+def local_operator(
+    cluster: Cluster, request: pytest.FixtureRequest, *args: str, kubeconfig: str | None = None
+) -> Iterator[OperatorProcess]:
+    """`tsunagu run` as a local process, ready; its log is printed when the test failed."""
     port = free_port()
     # A Lease of its own in `default` (outside a pod the operator's namespace does not exist).
-    lease = {
+    env = {
         "TSUNAGU_LEADER_ELECT_NAMESPACE": "default",
         "TSUNAGU_LEADER_ELECT_LEASE_NAME": f"tsunagu-test-{uuid.uuid4().hex[:10]}",
     }
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = kubeconfig
     process = OperatorProcess(
-        real_cluster,
-        ["--liveness-port", str(port), "--metrics-port", "0", "--retry-interval", "2"],
-        lease,
+        cluster,
+        ["--liveness-port", str(port), "--metrics-port", "0", "--retry-interval", "2", *args],
+        env,
     )
     try:
         wait_ready(process, port)
@@ -99,6 +110,12 @@ def operator(real_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             print(f"--- operator log ---\n{process.output()[-8000:]}")
+
+
+@pytest.fixture
+def operator(real_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    with local_operator(real_cluster, request) as process:
+        yield process
 
 
 @pytest.fixture
@@ -121,9 +138,15 @@ def http_dataset(namespace: str, name: str, endpoint: str) -> dict[str, Any]:
     }
 
 
-def real_job(namespace: str, name: str, dataset: str, command: list[str] | None = None) -> Any:
-    """Two ranks of all the GPUs of one node each: the gang needs both real nodes."""
-    body = training_job(namespace, name, dataset, replicas=2, gpus=GPUS_PER_REAL_NODE)
+def real_job(
+    namespace: str,
+    name: str,
+    dataset: str,
+    command: list[str] | None = None,
+    gpus: int = GPUS_PER_REAL_NODE,
+) -> Any:
+    """Two ranks of all the GPUs of one node each (by default): the gang needs both kanto nodes."""
+    body = training_job(namespace, name, dataset, replicas=2, gpus=gpus)
     container: dict[str, Any] = {
         "name": "trainer",
         "image": TRAINER_IMAGE,
@@ -179,22 +202,7 @@ def test_kubelet_refuses_a_foreign_pod_on_gpus_the_gang_holds(
 
     # Another scheduler's pod, bound straight onto a node whose GPUs the gang holds: only the
     # kubelet's admission stands between it and an over-committed GPU.
-    real_cluster.apply({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "intruder", "namespace": namespace},
-        "spec": {
-            "schedulerName": "another-scheduler",
-            "nodeName": node,
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "c", "image": TRAINER_IMAGE, "imagePullPolicy": "Never",
-                "command": ["sleep", "300"],
-                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-            }],
-        },
-    })  # fmt: skip
+    real_cluster.apply(foreign_pod(namespace, "intruder", node, gpus=1))
 
     def rejected() -> dict[str, Any] | None:
         pod = real_cluster.get_json("pod", "intruder", "-n", namespace)
@@ -209,6 +217,80 @@ def test_kubelet_refuses_a_foreign_pod_on_gpus_the_gang_holds(
     assert all(p["status"]["phase"] == "Running" for p in after)
     body = wait_condition(real_cluster, namespace, "holder", "Running", "True", "PodsRunning")
     assert body["status"]["region"] == REAL_REGION
+
+
+def foreign_pod(namespace: str, name: str, node: str, gpus: int) -> dict[str, Any]:
+    """Another scheduler's pod, bound straight onto `node` by spec.nodeName."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "schedulerName": "another-scheduler",
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c", "image": TRAINER_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sleep", "300"],
+                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+            }],
+        },
+    }  # fmt: skip
+
+
+# How late the operator hears of pods in the test below: longer than it takes to decide and bind.
+POD_WATCH_LAG_SECONDS = 5.0
+
+
+def test_a_gang_pod_the_kubelet_refuses_is_placed_again_without_over_commit(
+    real_cluster: Cluster,
+    namespace: str,
+    storage: DatasetServer,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """The operator's view of pods trails the API server (its pod watch hears everything 5 s
+    late, through the fault proxy): another scheduler's pod bound onto real-kanto-0 is not yet in
+    that view when a gang of two 1-GPU ranks is placed, both on real-kanto-0 (best fit). The
+    kubelet admits the foreign pod and one rank, and refuses the other `OutOfnvidia.com/gpu`.
+    The operator rolls the gang back and places it again, now knowing the foreign pod: one rank
+    per node; it rendezvouses and succeeds, with no restart counted, and no node ever runs more
+    GPUs than it has."""
+    api = real_cluster.api_client().configuration
+    lagging = FaultRates(lag_watch=("/api/v1/pods",), lag_watch_seconds=POD_WATCH_LAG_SECONDS)
+    node = REAL_NODE_NAMES[0]
+    with (
+        FaultProxy(api.host, upstream_tls(api), rates=lagging) as proxy,
+        local_operator(
+            real_cluster, request, kubeconfig=str(proxy.write_kubeconfig(tmp_path / "kubeconfig"))
+        ),
+        GpusInUse(real_cluster) as in_use,
+    ):
+        real_cluster.apply(http_dataset(namespace, "corpus", storage.url))
+        real_cluster.apply(foreign_pod(namespace, "other", node, gpus=1))
+        real_cluster.apply(real_job(namespace, "gang", "corpus", gpus=1))
+        body = wait_condition(
+            real_cluster, namespace, "gang", "Finished", "True", "Succeeded", timeout=150
+        )
+
+    requeued = [e["message"] for e in events_for(real_cluster, namespace, "gang")
+                if e["reason"] == "Requeued"]  # fmt: skip
+    assert any("the kubelet refused gang-" in m and "(OutOfnvidia.com/gpu)" in m
+               for m in requeued), requeued  # fmt: skip
+    assert not body["status"].get("restarts"), "a refusal at admission costs no restart"
+    pods = job_pods(real_cluster, namespace, "gang")
+    # Placed again around the foreign pod: real-kanto-0 had one GPU left.
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(REAL_NODE_NAMES)
+    assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+    for rank in (0, 1):
+        text = pod_log(real_cluster, namespace, f"gang-{rank}")
+        assert f"[rank {rank}] all-reduce sum = 9 (expected 9) over 2 ranks" in text, text
+    other = real_cluster.get_json("pod", "other", "-n", namespace)
+    assert other["status"]["phase"] == "Running", "the foreign pod was never disturbed"
+    assert in_use.samples > 0
+    assert all(gpus <= GPUS_PER_REAL_NODE for gpus in in_use.most.values()), in_use.most
+    assert in_use.most.get(node, 0) >= 1, "the sampler saw the foreign pod run"
 
 
 # No USER is set anywhere: the image's UID 65532 has no passwd entry, which Kopf's identity
@@ -246,7 +328,7 @@ def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
         operator_pods = real_cluster.get_json("pods", "-n", system)["items"]
         assert len(operator_pods) == 2
         for operator_pod in operator_pods:
-            assert operator_pod["spec"]["nodeName"] in REAL_NODE_NAMES
+            assert operator_pod["spec"]["nodeName"] in ALL_NODE_NAMES
             container = operator_pod["spec"]["containers"][0]
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
