@@ -110,6 +110,15 @@ check_host() {
 
 # --- processes ---------------------------------------------------------------------------------
 
+# write_config FILE < CONTENT: replaces FILE only when CONTENT differs. kube-proxy exits when its
+# configuration file is written, even with the same content, and `up` runs again on every test
+# run: a rewrite would leave Services created afterwards without rules.
+write_config() {
+  local file=$1
+  cat >"$file.new"
+  if cmp -s "$file.new" "$file"; then rm -f "$file.new"; else mv -f "$file.new" "$file"; fi
+}
+
 # start_daemon PIDFILE LOG COMMAND...: runs COMMAND in its own session, detached.
 start_daemon() {
   local pidfile=$1 logfile=$2
@@ -149,7 +158,7 @@ cgroup_roots() {
 
 write_containerd_config() {
   local dir=$1 index=$2
-  cat >"$dir/containerd.toml" <<EOF
+  write_config "$dir/containerd.toml" <<EOF
 version = 2
 root = "$dir/containerd/root"
 state = "$dir/containerd/state"
@@ -180,7 +189,7 @@ state = "$dir/containerd/state"
     conf_dir = "$dir/cni"
 EOF
   mkdir -p "$dir/cni"
-  cat >"$dir/cni/10-tsunagu.conflist" <<EOF
+  write_config "$dir/cni/10-tsunagu.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "tsunagu-$index",
@@ -201,7 +210,7 @@ EOF
 
 write_kubelet_config() {
   local dir=$1 name=$2 index=$3 ip=$4
-  cat >"$dir/kubelet.yaml" <<EOF
+  write_config "$dir/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $ip
@@ -339,7 +348,7 @@ remove_node_cgroups() {
 start_coredns() {
   local ip
   ip=$(host_ip)
-  cat >"$REAL_DIR/Corefile" <<EOF
+  write_config "$REAL_DIR/Corefile" <<EOF
 .:53 {
     bind $ip
     errors
@@ -356,7 +365,7 @@ EOF
 }
 
 start_kube_proxy() {
-  cat >"$REAL_DIR/kube-proxy.yaml" <<EOF
+  write_config "$REAL_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $KUBECONFIG_PATH}

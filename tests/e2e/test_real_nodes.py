@@ -4,7 +4,10 @@ kubelet's own admission refuses a pod that would over-commit the GPUs the gang h
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.cluster import (
     HACK,
@@ -21,12 +25,16 @@ from tests.support.cluster import (
     release_datasets,
     wait_for_namespace_gone,
 )
+from tests.support.delay_proxy import DelayProxy
 from tests.support.fault_proxy import FaultProxy, FaultRates, upstream_tls
 from tests.support.helm import CHART, Helm
 from tests.support.hoststate import host_leftovers, recorded_host_state
+from tests.support.latency_harness import PrometheusServer, close_to
 from tests.support.realnodes import (
     ALL_NODE_NAMES,
     GPUS_PER_REAL_NODE,
+    NODE_REGIONS,
+    OTHER_REGION,
     REAL_NODE_NAMES,
     REAL_REGION,
     DatasetServer,
@@ -360,6 +368,150 @@ def test_chart_runs_the_operator_as_a_real_pod_that_places_and_runs_a_job(
         )  # fmt: skip
         real_cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
         wait_for_namespace_gone(real_cluster, system, timeout=180)
+
+
+# The RTT added between kanto and kyushu: the distance the probe pods measure.
+INTER_REGION_RTT_MS = 12.0
+
+
+def probe_scrape_config(targets_file: Path) -> str:
+    """Prometheus scrapes the probe pods listed in `targets_file` (file_sd: Debian builds its
+    Prometheus without Kubernetes discovery, so `write_probe_targets` does the discovering)."""
+    return yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{
+            "job_name": "tsunagu-probes",
+            "scrape_timeout": "1s",
+            "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
+        }],
+    })  # fmt: skip
+
+
+def write_probe_targets(cluster: Cluster, namespace: str, targets_file: Path) -> int:
+    """What Kubernetes discovery would find: the namespace's running pods annotated
+    prometheus.io/scrape, at their IP and the annotated port, labelled by node and pod."""
+    targets = []
+    for pod in cluster.get_json("pods", "-n", namespace)["items"]:
+        annotations = pod["metadata"].get("annotations") or {}
+        ip = pod["status"].get("podIP")
+        if annotations.get("prometheus.io/scrape") != "true" or not ip:
+            continue
+        if pod["metadata"]["labels"].get("app.kubernetes.io/component") != "probe":
+            continue
+        targets.append({
+            "targets": [f"{ip}:{annotations['prometheus.io/port']}"],
+            "labels": {"node": pod["spec"]["nodeName"], "pod": pod["metadata"]["name"]},
+        })  # fmt: skip
+    written = targets_file.with_suffix(".new")
+    written.write_text(json.dumps(targets))
+    written.replace(targets_file)  # Prometheus never reads half a file
+    return len(targets)
+
+
+def scraped_nodes(prometheus_url: str) -> set[str]:
+    """The nodes of the probe pods Prometheus scrapes successfully."""
+    query = urllib.parse.urlencode({"query": 'up{job="tsunagu-probes"} == 1'})
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/query?{query}", timeout=5) as answer:
+        result = json.loads(answer.read())["data"]["result"]
+    return {series["metric"]["node"] for series in result}
+
+
+def measured_link(cluster: Cluster, region: str, to: str) -> dict[str, Any] | None:
+    links = cluster.get_json("region", region).get("status", {}).get("links") or []
+    return next((link for link in links if link["to"] == to), None)
+
+
+def test_probe_pods_in_two_regions_measure_each_other_for_the_operator(
+    real_cluster: Cluster, helm: Helm, tmp_path: Path
+) -> None:
+    """The chart's probe DaemonSets run as real pods, one per kanto node and one on the kyushu
+    node; each region's probes reach the other's Service through a delay proxy on the host (the
+    WAN link: the kernel here has no netem), named by probes.peerAddresses. A real Prometheus
+    finds the probe pods through the API server and scrapes them; the operator, a real pod of the
+    chart, reads the RTTs from it and writes them into both Regions' status, source Prometheus.
+    The Regions declare no link, so the RTT can only have come from the probes."""
+    suffix = uuid.uuid4().hex[:6]
+    system, release = f"tsunagu-system-{suffix}", f"tsunagu-{suffix}"
+    ip = host_ip()
+    real_cluster.apply({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": system, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        }},
+    })  # fmt: skip
+    targets = tmp_path / "probe-targets.json"
+    targets.write_text("[]")
+    prometheus = PrometheusServer(
+        tmp_path / "prometheus", (), listen_host=ip, config=probe_scrape_config(targets)
+    )
+    # Until the Services exist the proxies lead nowhere (the probes count refused connections).
+    to_kyushu = DelayProxy("127.0.0.1", 9, listen_host=ip)
+    to_kanto = DelayProxy("127.0.0.1", 9, listen_host=ip)
+    for proxy in (to_kyushu, to_kanto):
+        proxy.set_rtt_ms(INTER_REGION_RTT_MS)
+    with prometheus, to_kyushu, to_kanto:
+        values = {
+            "image": {"repository": "tsunagu.local/operator", "tag": "dev", "pullPolicy": "Never"},
+            "operator": {
+                "retryIntervalSeconds": 2,
+                "prometheus": {"url": prometheus.url, "intervalSeconds": 2},
+            },
+            "probes": {
+                "enabled": True,
+                "regions": [REAL_REGION, OTHER_REGION],
+                "peerAddresses": {OTHER_REGION: to_kyushu.address, REAL_REGION: to_kanto.address},
+            },
+        }
+        install = helm.run(
+            "install", release, str(CHART), "--namespace", system, "--kubeconfig",
+            real_cluster.kubeconfig, "--wait", "--timeout", "120s", values=values, check=False,
+        )  # fmt: skip
+        try:
+            assert install.returncode == 0, f"helm install failed: {install.stderr}"
+            assert "violate" not in install.stderr, f"Pod Security warnings: {install.stderr}"
+            for region, proxy in ((OTHER_REGION, to_kyushu), (REAL_REGION, to_kanto)):
+                name = f"{release}-probe-{region}"
+                service = real_cluster.get_json("service", name, "-n", system)
+                proxy.retarget(service["spec"]["clusterIP"], 7400)
+            probes = real_cluster.get_json(
+                "pods", "-n", system, "-l", "app.kubernetes.io/component=probe"
+            )["items"]
+            where = {p["spec"]["nodeName"]: p["metadata"]["labels"]["tsunagu.io/probe-region"]
+                     for p in probes}  # fmt: skip
+            assert where == dict(zip(ALL_NODE_NAMES, NODE_REGIONS, strict=True)), where
+            assert write_probe_targets(real_cluster, system, targets) == len(ALL_NODE_NAMES)
+
+            wait_until(lambda: scraped_nodes(prometheus.url) == set(ALL_NODE_NAMES),
+                       timeout=60, message="Prometheus to scrape every probe pod")  # fmt: skip
+            for region, to in ((REAL_REGION, OTHER_REGION), (OTHER_REGION, REAL_REGION)):
+
+                def measured(region: str = region, to: str = to) -> dict[str, Any] | None:
+                    link = measured_link(real_cluster, region, to)
+                    if link is None or not close_to(link["rttMs"], INTER_REGION_RTT_MS):
+                        raise AssertionError(f"{region} -> {to}: {link}")
+                    return link
+
+                link = wait_until(measured, timeout=90, message=f"{region} -> {to} measured")
+                assert link["source"] == "Prometheus", link
+        except BaseException:
+            for region in (REAL_REGION, OTHER_REGION):
+                status = real_cluster.get_json("region", region).get("status", {})
+                print(f"--- Region {region} links: {status.get('links')}")
+            print(f"--- prometheus ---\n{prometheus.log()}")
+            for pod in real_cluster.get_json("pods", "-n", system)["items"]:
+                name = pod["metadata"]["name"]
+                log = real_cluster.kubectl("logs", name, "-n", system, check=False).stdout
+                print(f"--- {name} ---\n{log[-2000:]}")
+            raise
+        finally:
+            helm.run(
+                "uninstall", release, "--namespace", system, "--kubeconfig",
+                real_cluster.kubeconfig, "--wait", check=False,
+            )  # fmt: skip
+            real_cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
+            wait_for_namespace_gone(real_cluster, system, timeout=180)
 
 
 def test_down_leaves_the_host_as_it_was(real_cluster: Cluster) -> None:
