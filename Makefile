@@ -66,8 +66,8 @@ test: ## lint + unit + integration + e2e (what CI runs)
 # The demo has a cluster of its own, so `make demo` and `make test` never disturb each other.
 DEMO_ENV  := CLUSTER_NAME=tsunagu-demo TSUNAGU_STATE=$(CURDIR)/.cluster/demo-cluster
 
+# hack/demo.sh brings the cluster up itself: with real nodes where they can run (it says which).
 demo: venv tools ## the story: data in Tokyo, jobs placed by measured latency
-	@$(DEMO_ENV) hack/cluster.sh up >/dev/null
 	@$(DEMO_ENV) hack/demo.sh up
 
 demo-down: ## remove the demo and stop its cluster

@@ -12,6 +12,8 @@ REAL_NODES=${REAL_NODES:-${#REAL_NODE_REGIONS[@]}}
 ((REAL_NODES > 0)) || REAL_NODES=2
 REAL_GPUS=${REAL_GPUS:-2}
 REAL_GPU_PRODUCT=${REAL_GPU_PRODUCT:-NVIDIA-H100-80GB-HBM3}
+# Taints the nodes register with (KEY=VALUE:EFFECT,…), e.g. to keep other pods off them.
+REAL_TAINTS=${REAL_TAINTS:-}
 # Pod subnets 10.233.<n>.0/24, one per node; kubelets listen on REAL_PORT_BASE + 2n.
 REAL_POD_PREFIX=${REAL_POD_PREFIX:-10.233}
 REAL_PORT_BASE=${REAL_PORT_BASE:-11250}
@@ -266,6 +268,7 @@ start_node() {
   start_daemon "$dir/kubelet.pid" "$dir/logs/kubelet.log" "$K8S_NODE_BIN/kubelet" \
     --config "$dir/kubelet.yaml" --kubeconfig "$KUBECONFIG_PATH" --root-dir "$dir/kubelet" \
     --cert-dir "$dir/pki" --hostname-override "$name" --node-ip "$ip" \
+    ${REAL_TAINTS:+--register-with-taints "$REAL_TAINTS"} \
     --node-labels "type=real,topology.kubernetes.io/region=$region,topology.kubernetes.io/zone=$region-$index,nvidia.com/gpu.product=$REAL_GPU_PRODUCT,nvidia.com/gpu.count=$REAL_GPUS" \
     --v 1
 }
