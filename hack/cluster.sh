@@ -124,6 +124,8 @@ EOF
 
 create_kwok_cluster() {
   local extra=()
+  # Present exactly when the cluster was made for real nodes (hack/demo.sh reads it).
+  rm -f "$STATE_DIR/kwokctl-real-nodes.yaml"
   mapfile -t extra < <(real_node_args)
   log "creating the kwok cluster '$CLUSTER_NAME' (kube-apiserver, etcd, kube-scheduler, kube-controller-manager $K8S_VERSION)"
   kwokctl_ create cluster --runtime binary \
@@ -191,7 +193,7 @@ down() {
       ;;
     existing) log "CLUSTER=existing: nothing to delete" ;;
   esac
-  rm -f "$KUBECONFIG_PATH"
+  rm -f "$KUBECONFIG_PATH" "$STATE_DIR/kwokctl-real-nodes.yaml"
   log "cluster '$CLUSTER_NAME' is down"
 }
 
