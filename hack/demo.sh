@@ -60,6 +60,10 @@ live_pid() {
   echo "$pid"
 }
 
+# Whether the process we just started (pid in FILE) is still alive. Not live_pid: right after
+# the fork, before the exec, its command line is still this script's.
+started() { kill -0 "$(<"$1")" 2>/dev/null; }
+
 # SIGTERM, then up to 20 s for a clean exit, then SIGKILL.
 stop_pid() {
   local pid=$1 what=$2 deadline=$(( $(date +%s) + 20 ))
@@ -176,7 +180,7 @@ start_network() {
     >"$STATE/network.log" 2>&1 </dev/null 3>&- &
   echo $! >"$STATE/network.pid"
   network_ready() {
-    live_pid "$STATE/network.pid" demo_network.py >/dev/null || gone "the latency network" "$STATE/network.log"
+    started "$STATE/network.pid" || gone "the latency network" "$STATE/network.log"
     [[ -f $STATE/network/ready ]]
   }
   wait_for 60 "the probes to answer" network_ready
@@ -236,7 +240,7 @@ start_operator() {
     >"$STATE/operator.log" 2>&1 </dev/null 3>&- &
   echo $! >"$STATE/operator.pid"
   operator_healthy() {
-    live_pid "$STATE/operator.pid" tsunagu.cli >/dev/null || gone "the operator" "$STATE/operator.log"
+    started "$STATE/operator.pid" || gone "the operator" "$STATE/operator.log"
     curl -fsS -o /dev/null "http://127.0.0.1:$LIVENESS_PORT/healthz"
   }
   wait_for 60 "the operator to answer on /healthz" operator_healthy
