@@ -138,6 +138,16 @@ def test_one_probe_daemonset_and_service_per_region_pinned_by_node_affinity(helm
     }
 
 
+def test_a_peer_address_replaces_that_regions_service_in_the_peers_file(helm: Helm) -> None:
+    regions = PROBE_VALUES["probes"]["regions"]
+    values = {"probes": {**PROBE_VALUES["probes"], "peerAddresses": {regions[0]: "10.0.0.9:17400"}}}
+    (peers,) = find(helm.template(values, namespace="net"), "ConfigMap", "tsunagu-probe-peers")
+    assert yaml.safe_load(peers["data"]["peers.yaml"]) == {
+        region: "10.0.0.9:17400" if region == regions[0] else f"tsunagu-probe-{region}.net.svc:7400"
+        for region in regions
+    }
+
+
 def test_every_pod_meets_the_restricted_standard(helm: Helm) -> None:
     templates = pod_templates(helm.template(PROBE_VALUES))
     assert len(templates) == 1 + len(PROBE_VALUES["probes"]["regions"])
@@ -327,6 +337,16 @@ def test_operator_settings_become_environment_variables(
             id="region-not-a-dns-label",
         ),
         pytest.param({"probes": {"enabled": True}}, "probes.regions", id="probes-without-regions"),
+        pytest.param(
+            {"probes": {"enabled": True, "regions": ["tokyo"], "peerAddresses": {"osaka": "a:1"}}},
+            "probes.peerAddresses: osaka is not one of probes.regions",
+            id="peer-address-of-no-probe",
+        ),
+        pytest.param(
+            {"probes": {"enabled": True, "regions": ["tokyo"], "peerAddresses": {"tokyo": "a"}}},
+            "/probes/peerAddresses/tokyo",
+            id="peer-address-without-port",
+        ),
         pytest.param(
             {"operator": {"gangTolerations": ["dedicated=gpu"]}},
             "/operator/gangTolerations/0",

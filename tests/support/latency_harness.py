@@ -239,23 +239,34 @@ class PrometheusServer:
         port: int | None = None,
         job_name: str = "tsunagu-probe",
         honor_labels: bool = False,
+        config: str | None = None,
+        listen_host: str = LOOPBACK,
     ) -> None:
+        """`config` replaces the static scrape of `scrape_targets`; `listen_host` is where it
+        answers (the host's address when pods must reach it)."""
         self.state_dir = state_dir
+        self.listen_host = listen_host
         self.port = port or free_port()
         self.config_path = state_dir / "prometheus.yml"
         state_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            prometheus_config(
+            config
+            or prometheus_config(
                 scrape_targets, scrape_interval, job_name=job_name, honor_labels=honor_labels
             )
         )
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.listen_host}:{self.port}"
 
     def _script(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PROM_PORT": str(self.port), "TSUNAGU_STATE": str(self.state_dir)}
+        env = {
+            **os.environ,
+            "PROM_PORT": str(self.port),
+            "PROM_LISTEN": self.listen_host,
+            "TSUNAGU_STATE": str(self.state_dir),
+        }
         return subprocess.run(
             [str(PROMETHEUS_SCRIPT), *args],
             env=env,
