@@ -97,6 +97,15 @@ def reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in events_for(cluster, namespace, name)]
 
 
+def failed_scheduling(cluster: Cluster, namespace: str, pod: str) -> str | None:
+    """The message of the pod's FailedScheduling Event, if it has one."""
+    return next(
+        (e["message"] for e in events_for(cluster, namespace, pod)
+         if e["reason"] == "FailedScheduling"),
+        None,
+    )  # fmt: skip
+
+
 def test_an_indexed_job_is_bound_as_one_gang_in_the_region_its_dataset_allows(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -189,17 +198,7 @@ def test_without_a_pod_group_the_annotation_gives_the_size_and_bad_values_are_na
     bad = {"tsunagu.io/min-member": "1", "tsunagu.io/max-rtt-ms": "fast"}
     cluster.apply(plain_member(namespace, "odd-0", "odd", 1, **bad))
 
-    def refused() -> Any:
-        return next(
-            (
-                e["message"]
-                for e in events_for(cluster, namespace, "odd-0")
-                if e["reason"] == "FailedScheduling"
-            ),
-            None,
-        )
-
-    message = wait_until(refused, timeout=30)
+    message = wait_until(lambda: failed_scheduling(cluster, namespace, "odd-0"), timeout=30)
     assert "tsunagu.io/max-rtt-ms" in message
     assert "InvalidSpec" in message
     assert not group_pods(cluster, namespace, "odd")[0]["spec"].get("nodeName")
@@ -332,17 +331,7 @@ def test_members_are_bound_only_where_their_node_rules_allow(
             ]
         )
 
-        def refused() -> Any:
-            return next(
-                (
-                    e["message"]
-                    for e in events_for(cluster, namespace, "more-0")
-                    if e["reason"] == "FailedScheduling"
-                ),
-                None,
-            )
-
-        message = wait_until(refused, timeout=30)
+        message = wait_until(lambda: failed_scheduling(cluster, namespace, "more-0"), timeout=30)
         assert "dedicated" in message or "taint" in message.lower(), message
         assert not any(p["spec"].get("nodeName") for p in group_pods(cluster, namespace, "more"))
         assert_no_gpu_overcommitted(cluster)

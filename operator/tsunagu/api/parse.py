@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from tsunagu.api.fields import UNNAMED, Fields, SpecError
 from tsunagu.api.kube import parse_node, parse_pod
 from tsunagu.api.names import DATASET_KIND, GPU_RESOURCE, REGION_KIND, TRAINING_JOB_KIND
-from tsunagu.api.podspec import host_ports, pod_requests, required_node_terms, tolerations
+from tsunagu.api.podspec import pod_requirements
 from tsunagu.api.scheduling import PodRequirements
 from tsunagu.api.types import (
     BreachAction,
@@ -254,13 +254,7 @@ def _pod_requirements(spec: Fields, mode: PlacementMode, gpus: int) -> PodRequir
                     "is not supported in placement mode Bind (tsunagu binds the pods itself and "
                     "does not implement it); remove it or use mode Delegate",
                 )
-    return PodRequirements.of(
-        pod_requests(pod_spec, {GPU_RESOURCE: gpus} if gpus > 0 else None),
-        tolerations=tolerations(pod_spec),
-        node_selector=pod_spec.string_map("nodeSelector"),
-        required_terms=required_node_terms(pod_spec),
-        host_ports=host_ports(pod_spec),
-    )
+    return pod_requirements(pod_spec, {GPU_RESOURCE: gpus} if gpus > 0 else None)
 
 
 def parse_training_job(obj: object) -> TrainingJobSpec:

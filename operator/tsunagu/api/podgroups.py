@@ -22,7 +22,7 @@ from itertools import product
 from tsunagu.api.fields import Fields, SpecError
 from tsunagu.api.names import GPU_RESOURCE, JOB_LABEL, SCHEDULER_NAME
 from tsunagu.api.parse import created_at, object_root
-from tsunagu.api.podspec import host_ports, pod_requests, required_node_terms, tolerations
+from tsunagu.api.podspec import pod_requirements
 from tsunagu.api.scheduling import NodeSelectorTerm, PodRequirements, amounts
 from tsunagu.api.types import JobKey, Objective, PlacementMode, PlacementPolicy, TrainingJobSpec
 
@@ -161,17 +161,6 @@ def _creation(body: Mapping[str, object]) -> float:
         return created_at(Fields.root(body, "Pod"))
     except SpecError:
         return 0.0
-
-
-def pod_requirements(spec: Fields) -> PodRequirements:
-    """What a pod asks of its node, read as kube-scheduler's Filter plugins read it."""
-    return PodRequirements.of(
-        pod_requests(spec),
-        tolerations=tolerations(spec),
-        node_selector=spec.string_map("nodeSelector"),
-        required_terms=required_node_terms(spec),
-        host_ports=host_ports(spec),
-    )
 
 
 def parse_pod_group(obj: object) -> PodGroupObject:
