@@ -47,6 +47,21 @@ def test_chart_lints_strictly(helm: Helm, values: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_member_kubeconfigs_are_the_only_secrets_the_operator_reads(helm: Helm) -> None:
+    assert "secrets" not in json.dumps([r["rules"] for r in find(helm.template(), "Role")])
+    objects = helm.template(values={"clusters": {"kubeconfigSecrets": ["fukuoka-cloud"]}})
+    roles = {role["metadata"]["name"]: role for role in find(objects, "Role")}
+    member = roles["tsunagu-member-kubeconfigs"]
+    assert member["metadata"]["namespace"] == "tsunagu"
+    assert member["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["fukuoka-cloud"],
+         "verbs": ["get"]}
+    ]  # fmt: skip
+    (binding,) = [b for b in find(objects, "RoleBinding") if b["roleRef"]["name"] in roles
+                  and b["metadata"]["name"] == "tsunagu-member-kubeconfigs"]  # fmt: skip
+    assert binding["subjects"][0]["kind"] == "ServiceAccount"
+
+
 def test_rbac_is_exactly_the_agreed_rules_split_in_two(helm: Helm) -> None:
     objects = helm.template()
     roles = {role["metadata"]["name"]: role for role in find(objects, "ClusterRole")}

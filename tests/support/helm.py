@@ -50,6 +50,8 @@ APPLICATION_RULES = _rules(
     ("", "pods", "get list watch create delete patch"),
     ("", "pods/binding", "create"),
     ("", "services", "get list watch create delete"),
+    ("tsunagu.io", "clusters", "get list watch"),
+    ("tsunagu.io", "clusters/status", "patch"),
     ("scheduling.x-k8s.io", "podgroups", "get list watch patch"),
     ("scheduling.x-k8s.io", "podgroups/status", "patch"),
 )

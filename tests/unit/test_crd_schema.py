@@ -70,6 +70,14 @@ EXPECTED_KINDS = (
         ("Region", "State", "Scheduled", "RTT-ms", "Predicted-Loss", "Age"),
     ),
     ExpectedKind(
+        "clusters.tsunagu.io.yaml",
+        "Cluster",
+        "clusters",
+        "Cluster",
+        "tcl",
+        ("Reachable", "Reason", "Version", "Last-Contact", "Age"),
+    ),
+    ExpectedKind(
         "throughputprofiles.tsunagu.io.yaml",
         "ThroughputProfile",
         "throughputprofiles",

@@ -14,6 +14,7 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 # Kinds as written in `kind:`.
 REGION_KIND: Final = "Region"
+CLUSTER_KIND: Final = "Cluster"
 DATASET_KIND: Final = "Dataset"
 TRAINING_JOB_KIND: Final = "TrainingJob"
 NODE_KIND: Final = "Node"
@@ -21,6 +22,7 @@ POD_KIND: Final = "Pod"
 
 # Plurals as used in API paths and by Kopf handlers.
 REGIONS: Final = "regions"
+CLUSTERS: Final = "clusters"
 DATASETS: Final = "datasets"
 TRAINING_JOBS: Final = "trainingjobs"
 THROUGHPUT_PROFILES: Final = "throughputprofiles"

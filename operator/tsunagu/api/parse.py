@@ -10,11 +10,18 @@ from datetime import UTC, datetime
 
 from tsunagu.api.fields import UNNAMED, Fields, SpecError
 from tsunagu.api.kube import parse_node, parse_pod
-from tsunagu.api.names import DATASET_KIND, GPU_RESOURCE, REGION_KIND, TRAINING_JOB_KIND
+from tsunagu.api.names import (
+    CLUSTER_KIND,
+    DATASET_KIND,
+    GPU_RESOURCE,
+    REGION_KIND,
+    TRAINING_JOB_KIND,
+)
 from tsunagu.api.podspec import pod_requirements
 from tsunagu.api.scheduling import PodRequirements
 from tsunagu.api.types import (
     BreachAction,
+    ClusterSpec,
     DataProfile,
     DatasetAccess,
     DatasetSpec,
@@ -133,6 +140,19 @@ def parse_region(obj: object) -> RegionSpec:
         links=links,
         location=location,
         node_selector=tuple(sorted(selector.items())) if selector is not None else None,
+        cluster=spec.child_or_empty("clusterRef").text("name"),
+    )
+
+
+def parse_cluster(obj: object) -> ClusterSpec:
+    root, _, name = object_root(obj, CLUSTER_KIND, namespaced=False)
+    spec = root.required_child("spec")
+    secret = spec.required_child("kubeconfigSecretRef")
+    return ClusterSpec(
+        name=name,
+        secret_name=secret.required_text("name"),
+        secret_key=secret.text("key") or "kubeconfig",
+        create_namespaces=spec.boolean("createNamespaces", False),
     )
 
 

@@ -91,6 +91,22 @@ class RegionSpec:
     location: GeoPoint | None = None
     # When set, nodes belong to the region by these labels instead of REGION_LABEL=name.
     node_selector: tuple[tuple[str, str], ...] | None = None
+    # The member cluster (a Cluster object) the region's nodes are in; None: the operator's own.
+    cluster: str | None = None
+    # Why the region takes no work whatever its nodes, set by the controller (e.g. its member
+    # cluster cannot be reached); None: nothing beyond its nodes and cordon.
+    unavailable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """A member cluster: how to reach it (a kubeconfig in a Secret of the operator's
+    namespace)."""
+
+    name: str
+    secret_name: str
+    secret_key: str = "kubeconfig"
+    create_namespaces: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,9 @@ class Catalog:
         # ("": no cluster-wide defaults).
         self.default_profiles_namespace = default_profiles_namespace
         self.regions: dict[str, RegionSpec] = {}
+        # Member clusters by name → (reason, message): why their regions take no work now
+        # (see lifecycle.members.MemberClusters).
+        self.member_verdicts: dict[str, tuple[str, str]] = {}
         self.datasets: dict[JobKey, DatasetSpec] = {}
         self.dataset_objects: dict[JobKey, DatasetObject] = {}
         self.profiles: dict[JobKey, ThroughputProfile] = {}
@@ -208,5 +211,22 @@ class Catalog:
         # A Dataset being deleted takes no new jobs; those running on it keep it (finalizer).
         datasets = [d for key, d in self.datasets.items() if not self.dataset_deleting(key)]
         return ClusterSnapshot.build(
-            self.regions.values(), nodes, pods, datasets, self.latency(), now
+            self.served_regions(), nodes, pods, datasets, self.latency(), now
+        )
+
+    def served_regions(self) -> list[RegionSpec]:
+        """The Regions as the engine sees them: a region in a member cluster says why it takes
+        no work (its cluster unknown or unreachable; gangs are not yet placed in members)."""
+        regions = []
+        for region in self.regions.values():
+            if region.cluster is not None:
+                _, message = self.member_verdict(region.cluster)
+                region = replace(region, unavailable=message)
+            regions.append(region)
+        return regions
+
+    def member_verdict(self, cluster: str) -> tuple[str, str]:
+        """(reason, message) of a member cluster's regions, which take no work today."""
+        return self.member_verdicts.get(
+            cluster, ("ClusterMissing", f"cluster {cluster}: no Cluster object of that name")
         )

@@ -81,9 +81,12 @@ def format_loss(loss: float) -> str:
 def region_unavailable(
     c: JobContext, region: str, path: DataPath | None, loss: float | None
 ) -> str | None:
+    spec = c.snapshot.region(region)
+    if spec.unavailable is not None:
+        return spec.unavailable
     # A region whose nodes are all cordoned takes no new work, even from pods that tolerate
     # the cordon: cordoning every node is how a region is drained.
-    if c.snapshot.region(region).cordoned:
+    if spec.cordoned:
         return "region is cordoned"
     if not c.snapshot.is_available(region):
         return "region has no ready nodes"

@@ -18,7 +18,15 @@ import aiohttp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tsunagu.api.names import DATASETS, GROUP, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS, VERSION
+from tsunagu.api.names import (
+    CLUSTERS,
+    DATASETS,
+    GROUP,
+    REGIONS,
+    THROUGHPUT_PROFILES,
+    TRAINING_JOBS,
+    VERSION,
+)
 from tsunagu.api.podgroups import POD_GROUP_API_VERSION, POD_GROUPS
 from tsunagu.controller import metrics
 from tsunagu.controller.cluster.watchstream import WatchStream
@@ -169,6 +177,18 @@ class Kube:
             return dict(json.loads(response.data))
         finally:
             response.release_conn()
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any]:
+        response = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        try:
+            return dict(json.loads(response.data))
+        finally:
+            response.release_conn()
+
+    async def server_version(self, within: float) -> str:
+        """The API server's gitVersion (GET /version)."""
+        answer = await self._request(Lane.LEASE, "GET", "/version", within=within)
+        return str(json.loads(answer).get("gitVersion") or "")
 
     def pod_exists(self, namespace: str, name: str) -> bool:
         try:
@@ -323,6 +343,10 @@ class Kube:
         were read at, so a concurrent change answers 409 instead of being overwritten)."""
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{DATASETS}/{name}"
         await self._send(Lane.REPORTS, "PATCH", path, {"metadata": metadata}, MERGE_PATCH)
+
+    async def patch_cluster_status(self, name: str, status: Mapping[str, Any]) -> None:
+        path = f"/apis/{GROUP}/{VERSION}/{CLUSTERS}/{name}/status"
+        await self._send(Lane.REPORTS, "PATCH", path, {"status": status}, MERGE_PATCH)
 
     async def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/{REGIONS}/{name}/status"

@@ -4,6 +4,7 @@ anything itself. Pods are the exception: they come through the operator's own wa
 (`cluster.podwatch`)."""
 
 from tsunagu.controller.handlers import (
+    clusters,
     datasets,
     nodes,
     operator,
@@ -14,5 +15,6 @@ from tsunagu.controller.handlers import (
 )
 
 __all__ = [
-    "datasets", "nodes", "operator", "podgroups", "regions", "throughputprofiles", "trainingjobs",
+    "clusters", "datasets", "nodes", "operator", "podgroups", "regions", "throughputprofiles",
+    "trainingjobs",
 ]  # fmt: skip

@@ -15,7 +15,7 @@ from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.connection import ClusterConnection
 from tsunagu.controller.cluster.view import ClusterView
 from tsunagu.controller.report.events import EventRecorder, event_body
-from tsunagu.controller.report.status import region_status_fields, timestamp
+from tsunagu.controller.report.status import ConditionUpdate, region_status_fields, timestamp
 from tsunagu.controller.report.statusbook import merge_patch
 from tsunagu.controller.settings import ReportingSettings
 from tsunagu.placement.latency import LatencyMatrix
@@ -23,6 +23,9 @@ from tsunagu.placement.noderules import format_amount
 from tsunagu.placement.snapshot import ClusterSnapshot
 
 logger = logging.getLogger(__name__)
+
+# The Region condition that says whether it takes new work.
+AVAILABLE = "Available"
 
 MAX_LINKS = 64
 MAX_OVERCOMMITTED = 64
@@ -150,6 +153,7 @@ class RegionStatusWriter:
         ]
         metrics.OVERCOMMITTED_NODES.labels(region=name).set(len(over))
         self._report_overcommit(name, over)
+        new["conditions"] = [self._available(name, snapshot, old, now)]
         links = measured_links(matrix, names, name, now)
         old_links = old.get("links", [])
         threshold = self.settings.link_change_threshold_ms
@@ -163,6 +167,33 @@ class RegionStatusWriter:
             self._written[name] = new
         except Exception as error:  # the region may be gone; try again next round
             logger.debug("region %s status not written: %s", name, error)
+
+    def _available(
+        self, name: str, snapshot: ClusterSnapshot, old: dict[str, Any], now: float
+    ) -> dict[str, Any]:
+        """Whether the region takes new work, and why not (its member cluster, a cordon, no
+        ready node); the transition time stays while the status does."""
+        spec = snapshot.region(name)
+        if spec.cluster is not None:
+            reason, message = self.catalog.member_verdict(spec.cluster)
+            condition = ConditionUpdate(AVAILABLE, False, reason, message)
+        elif spec.cordoned:
+            condition = ConditionUpdate(AVAILABLE, False, "Cordoned", "spec.cordoned is true")
+        elif not snapshot.is_available(name):
+            condition = ConditionUpdate(AVAILABLE, False, "NoReadyNodes", "no ready node")
+        else:
+            condition = ConditionUpdate(AVAILABLE, True, "Available", "takes new work")
+        body = {
+            "type": AVAILABLE,
+            "status": "True" if condition.status else "False",
+            "reason": condition.reason,
+            "message": condition.message[:1024],
+            "lastTransitionTime": timestamp(now),
+        }
+        for previous in old.get("conditions") or []:
+            if previous.get("type") == AVAILABLE and previous.get("status") == body["status"]:
+                body["lastTransitionTime"] = previous.get("lastTransitionTime")
+        return body
 
     def _report_overcommit(self, region: str, over: dict[str, str]) -> None:
         """A Warning Event on the Region for each node newly found over-committed."""

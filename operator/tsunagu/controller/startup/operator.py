@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tsunagu.api.names import DATASETS, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS
+from tsunagu.api.names import CLUSTERS, DATASETS, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS
 from tsunagu.api.parse import SpecError
 from tsunagu.api.podgroups import is_group_key
 from tsunagu.api.types import JobKey
@@ -29,6 +29,7 @@ from tsunagu.controller.lifecycle.datasets import DatasetGuard
 from tsunagu.controller.lifecycle.jobs import JobLifecycle
 from tsunagu.controller.lifecycle.latency_budget import LatencyBudgetMonitor
 from tsunagu.controller.lifecycle.learning import ThroughputLearner
+from tsunagu.controller.lifecycle.members import MemberClusters
 from tsunagu.controller.lifecycle.podgroups import PodGroupLifecycle
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.podgroups import PodGroupReporter
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 # Without leader election nothing else asks the API server regularly; /healthz needs to know.
 PING_SECONDS = 5.0
+# How often every member cluster is asked whether it answers.
+MEMBER_CHECK_SECONDS = 10.0
 # Reads run in threads (the generated client blocks): the lists at start and the look for pods
 # still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
 # serialise the latter.
@@ -86,6 +89,10 @@ class Operator:
             staleness_seconds=settings.latency.staleness_seconds,
             declared_fallback=settings.latency.declared_fallback,
             default_profiles_namespace=settings.scheduling.default_profiles_namespace,
+        )
+        # Other clusters: their kubeconfigs are Secrets of the operator's own namespace.
+        self.members = MemberClusters(
+            client=client, namespace=settings.leader_election.namespace, catalog=self.catalog
         )
         defaults = settings.scheduling.default_profiles_namespace
         if settings.namespaces and defaults and defaults not in settings.namespaces:
@@ -202,6 +209,8 @@ class Operator:
         watch."""
         client = self.cluster.client
         await _list_each(client, REGIONS, self.catalog.upsert_region)
+        await _list_each(client, CLUSTERS, self.members.observe)
+        await self.members.check_all(write=False)
         await _list_each(client, DATASETS, self._prime_dataset)
         await _list_each(client, THROUGHPUT_PROFILES, self.catalog.upsert_profile)
         await self.cluster.prime()
@@ -212,6 +221,9 @@ class Operator:
         Lease; the leader's loops start when it is taken."""
         self.synced = True
         self.background.spawn(self.cluster.pod_watch().run(), name="pod watch")
+        self.background.spawn(
+            self.members.run(MEMBER_CHECK_SECONDS, lambda: self.leading), name="member clusters"
+        )
         if self.latency is not None:
             self.background.spawn(self._follow_latency(self.latency), name="latency")
         if self.elector is None:
@@ -233,6 +245,7 @@ class Operator:
         if self.elector is not None:
             await self.elector.release()
         await self.background.cancel_all()
+        await self.members.close()
         for cluster in self.clusters:
             await cluster.close()
 
@@ -285,6 +298,12 @@ class Operator:
                 self.group_lifecycle.reconcile_soon(key)
             elif key in self.jobs:
                 self.lifecycle.reconcile_soon(key)
+
+    async def member_changed(self, name: str) -> None:
+        """A Cluster was created, edited or deleted: checked at once; pending jobs look again."""
+        if name in self.members.members:
+            await self.members.check(name, write=self.leading)
+        self.queue.wake()
 
     def pod_group_changed(self, key: JobKey) -> None:
         if self.leading:

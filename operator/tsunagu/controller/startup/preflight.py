@@ -11,10 +11,10 @@ from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
 
-from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
+from tsunagu.api.names import CLUSTERS, DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
 from tsunagu.controller.cluster.client import Kube, load_client_configuration
 
-REQUIRED_RESOURCES = (REGIONS, DATASETS, TRAINING_JOBS, f"{TRAINING_JOBS}/status")
+REQUIRED_RESOURCES = (REGIONS, DATASETS, TRAINING_JOBS, f"{TRAINING_JOBS}/status", CLUSTERS)
 CHECK_TIMEOUT_SECONDS = 15.0
 
 

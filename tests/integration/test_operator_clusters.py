@@ -1,0 +1,163 @@
+"""Member clusters on the real API server, first slice: a Cluster object whose Secret holds a
+kubeconfig is checked and its status says whether the member answers (and its version); a
+missing Secret, a bad kubeconfig and an API server that does not answer are each named; a Region
+in a member cluster takes no work and says why, whatever the member's state."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.cluster import Cluster, OperatorProcess
+from tests.support.scenario import training_job, wait_condition
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+# The operators of the tests take their Lease, and so read member Secrets, in `default`.
+OPERATOR_NAMESPACE = "default"
+
+
+def secret(name: str, kubeconfig: Any) -> dict[str, Any]:
+    text = kubeconfig if isinstance(kubeconfig, str) else yaml.safe_dump(kubeconfig)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
+        "data": {"kubeconfig": base64.b64encode(text.encode()).decode()},
+    }
+
+
+def member(name: str, secret_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "tsunagu.io/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {"kubeconfigSecretRef": {"name": secret_name}},
+    }
+
+
+def reachable(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    body = cluster.get_json("cluster.tsunagu.io", name)
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition["type"] == "Reachable":
+            return {**condition, "status_body": body["status"]}
+    return None
+
+
+@pytest.fixture
+def names(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """A suffix for this test's cluster-scoped objects and Secrets; all removed afterwards."""
+    suffix = namespace.removeprefix("t-")
+    yield suffix
+    cluster.kubectl(
+        "delete", "cluster.tsunagu.io,region.tsunagu.io", "-l", f"test={suffix}", "--wait=false",
+        check=False,
+    )  # fmt: skip
+    cluster.kubectl(
+        "delete", "secret", "-n", OPERATOR_NAMESPACE, "-l", f"test={suffix}", check=False
+    )
+
+
+def labelled(body: dict[str, Any], suffix: str) -> dict[str, Any]:
+    body["metadata"]["labels"] = {"test": suffix}
+    return body
+
+
+def test_a_member_that_answers_is_reachable_with_its_version(
+    cluster: Cluster, operator: OperatorProcess, names: str
+) -> None:
+    # The member is the test cluster itself, reached through its own kubeconfig.
+    kubeconfig = Path(cluster.kubeconfig).read_text(encoding="utf-8")
+    cluster.apply(labelled(secret(f"member-{names}", kubeconfig), names))
+    cluster.apply(labelled(member(f"m-{names}", f"member-{names}"), names))
+
+    condition = wait_until(
+        lambda: (c := reachable(cluster, f"m-{names}")) and c["status"] == "True" and c,
+        timeout=30,
+    )
+    assert condition["reason"] == "Connected"
+    assert condition["status_body"]["serverVersion"].startswith("v1.34")
+    assert "lastContactTime" in condition["status_body"]
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "reason"),
+    [
+        (None, "SecretMissing"),
+        ("not: [a kubeconfig", "KubeconfigInvalid"),
+        (
+            {
+                "apiVersion": "v1", "kind": "Config", "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1",
+                                                       "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            },
+            "ClusterUnreachable",
+        ),
+    ],
+    ids=["no secret", "bad kubeconfig", "nothing listening"],
+)  # fmt: skip
+def test_a_member_that_cannot_be_used_says_why(
+    cluster: Cluster, operator: OperatorProcess, names: str, kubeconfig: Any, reason: str
+) -> None:
+    if kubeconfig is not None:
+        cluster.apply(labelled(secret(f"member-{names}", kubeconfig), names))
+    cluster.apply(labelled(member(f"m-{names}", f"member-{names}"), names))
+
+    condition = wait_until(
+        lambda: (c := reachable(cluster, f"m-{names}")) and c["reason"] == reason and c,
+        timeout=30,
+    )
+    assert condition["status"] == "False"
+    assert condition["message"]
+
+
+def available(cluster: Cluster, region: str) -> dict[str, Any] | None:
+    body = cluster.get_json("region.tsunagu.io", region)
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition["type"] == "Available":
+            return dict(condition)
+    return None
+
+
+def test_a_region_in_a_member_cluster_takes_no_work_and_its_status_says_why(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, names: str
+) -> None:
+    region = {
+        "apiVersion": "tsunagu.io/v1alpha1",
+        "kind": "Region",
+        "metadata": {"name": f"far-{names}"},
+        "spec": {"prefecture": "JP-40", "clusterRef": {"name": f"m-{names}"}, "gpuHourPrice": 0},
+    }
+    cluster.apply(labelled(region, names))
+
+    def reason_is(reason: str) -> Any:
+        condition = available(cluster, f"far-{names}")
+        return condition if condition and condition["reason"] == reason else None
+
+    missing = wait_until(lambda: reason_is("ClusterMissing"), timeout=30)
+    assert missing["status"] == "False"
+    assert "no Cluster object" in missing["message"]
+
+    kubeconfig = Path(cluster.kubeconfig).read_text(encoding="utf-8")
+    cluster.apply(labelled(secret(f"member-{names}", kubeconfig), names))
+    cluster.apply(labelled(member(f"m-{names}", f"member-{names}"), names))
+    not_yet = wait_until(lambda: reason_is("NotPlacedInMembers"), timeout=30)
+    assert "not yet placed in member clusters" in not_yet["message"]
+    tokyo = available(cluster, "tokyo")
+    assert tokyo is not None
+    assert (tokyo["status"], tokyo["reason"]) == ("True", "Available")
+
+    # The cheapest region of all, were it taken into account.
+    cluster.apply(training_job(namespace, "cheap", None, replicas=1, gpus=1, objective="Cheapest"))
+    body = wait_condition(cluster, namespace, "cheap", "Scheduled", "True")
+    assert body["status"]["region"] != f"far-{names}"
+    verdicts = {a["region"]: a for a in body["status"]["placement"]["alternatives"]}
+    assert verdicts[f"far-{names}"]["reason"] == "RegionUnavailable"
