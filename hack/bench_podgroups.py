@@ -214,7 +214,7 @@ def main() -> None:
         default=60,
         help="seconds for tsunagu to bind a first harness-created group",
     )
-    parser.add_argument("--limit-clients", default="go-http1,python")
+    parser.add_argument("--limit-clients", default="go-http1", help="go-http1, python, go (HTTP/2)")
     parser.add_argument("--limit-threads", type=int, default=16)
     parser.add_argument("--phases", default=DEFAULT_PHASES,
                         help=f"any of {', '.join(PHASES)} (precreated: the groups created first, "
