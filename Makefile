@@ -8,7 +8,10 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST    := hack/pytest.sh
 # The cluster of tests/e2e/test_real_nodes.py (tests/support/realnodes.py): real kubelets only.
-REAL_CLUSTER := CLUSTER_NAME=tsunagu-real TSUNAGU_STATE=$(CURDIR)/.cluster/tsunagu-real
+# TSUNAGU_REAL_CLUSTER and TSUNAGU_REAL_STATE choose another name and state (a second checkout).
+TSUNAGU_REAL_CLUSTER ?= tsunagu-real
+TSUNAGU_REAL_STATE ?= $(CURDIR)/.cluster/$(TSUNAGU_REAL_CLUSTER)
+REAL_CLUSTER := CLUSTER_NAME=$(TSUNAGU_REAL_CLUSTER) TSUNAGU_STATE=$(TSUNAGU_REAL_STATE)
 
 .PHONY: help venv tools cluster-up cluster-down lint install-check unit integration e2e test demo demo-down bench clean
 
@@ -63,8 +66,8 @@ test: ## lint + unit + integration + e2e (what CI runs)
 # The demo has a cluster of its own, so `make demo` and `make test` never disturb each other.
 DEMO_ENV  := CLUSTER_NAME=tsunagu-demo TSUNAGU_STATE=$(CURDIR)/.cluster/demo-cluster
 
+# hack/demo.sh brings the cluster up itself: with real nodes where they can run (it says which).
 demo: venv tools ## the story: data in Tokyo, jobs placed by measured latency
-	@$(DEMO_ENV) hack/cluster.sh up >/dev/null
 	@$(DEMO_ENV) hack/demo.sh up
 
 demo-down: ## remove the demo and stop its cluster

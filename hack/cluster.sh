@@ -8,8 +8,9 @@
 #   hack/cluster.sh nodes [N]   (re)create N GPU nodes per region from $TOPOLOGY
 # CLUSTER=kwok (default) | kind (needs a Docker engine) | existing (uses $KUBECONFIG as it is).
 # NODES_PER_REGION overrides the topology's node count; TOPOLOGY picks another topology file.
-# REAL_NODES=N adds N real kubelet nodes (hack/realnodes.sh; root only) in region REAL_REGION; the
-# cluster must be created with them (the kwok controller then manages only the kwok nodes).
+# REAL_NODES=N adds N real kubelet nodes (hack/realnodes.sh; root only) in region REAL_REGION, or
+# REAL_REGIONS=kanto,kanto,kyushu one node per entry in the region named; the cluster must be
+# created with them (the kwok controller then manages only the kwok nodes).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CLUSTER=${CLUSTER:-kwok}
@@ -19,7 +20,12 @@ TOPOLOGY=${TOPOLOGY:-$HACK_DIR/topology/japan.yaml}
 export KWOK_WORKDIR="$STATE_DIR/kwok"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 PYTHON=${PYTHON:-$REPO_ROOT/.venv/bin/python}
+if [[ -z ${REAL_NODES:-} && -n ${REAL_REGIONS:-} ]]; then
+  IFS=, read -r -a _regions <<<"$REAL_REGIONS"
+  REAL_NODES=${#_regions[@]}
+fi
 REAL_NODES=${REAL_NODES:-0}
+export REAL_NODES
 
 kwokctl_() { "$KWOK_BIN/kwokctl" --name "$CLUSTER_NAME" "$@"; }
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
@@ -118,6 +124,8 @@ EOF
 
 create_kwok_cluster() {
   local extra=()
+  # Present exactly when the cluster was made for real nodes (hack/demo.sh reads it).
+  rm -f "$STATE_DIR/kwokctl-real-nodes.yaml"
   mapfile -t extra < <(real_node_args)
   log "creating the kwok cluster '$CLUSTER_NAME' (kube-apiserver, etcd, kube-scheduler, kube-controller-manager $K8S_VERSION)"
   kwokctl_ create cluster --runtime binary \
@@ -185,7 +193,7 @@ down() {
       ;;
     existing) log "CLUSTER=existing: nothing to delete" ;;
   esac
-  rm -f "$KUBECONFIG_PATH"
+  rm -f "$KUBECONFIG_PATH" "$STATE_DIR/kwokctl-real-nodes.yaml"
   log "cluster '$CLUSTER_NAME' is down"
 }
 

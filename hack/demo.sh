@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: data in Tokyo, Tokyo busy, jobs placed elsewhere by *measured* latency.
-#   hack/demo.sh up     (make demo runs it after hack/cluster.sh up)
+#   hack/demo.sh up     (make demo) bring the demo cluster up (hack/cluster.sh) and run the story
 #   hack/demo.sh down   stop everything `up` started and delete what it applied
 #
 # `up` starts, on this machine: one `tsunagu probe` per region on loopback with delay proxies
@@ -9,13 +9,26 @@
 # the latency from that Prometheus. The chart itself is installed into the cluster (its pod runs
 # on a simulated kwok node, where nothing executes). Then examples/ is applied and the outcome is
 # read back from the TrainingJobs' status. Pid files and logs live in .cluster/demo/.
+#
+# Where real nodes can run (root, and `hack/realnodes.sh check` passes, as for the tests), the
+# cluster also gets two real kubelet nodes in Fukuoka (NVIDIA-L4 GPUs, tainted so only the job
+# meant for them goes there), and one more TrainingJob, smoke-allreduce, really runs on them: its
+# ranks rendezvous, read a sample of the Tokyo data through a delay proxy of Tokyo-Fukuoka's
+# RTT, all-reduce and print. Elsewhere the demo runs kwok only and says why, in one line.
+# DEMO_REAL_NODES=off chooses kwok only.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-STATE="${TSUNAGU_STATE:-$REPO_ROOT/.cluster}/demo"
+CLUSTER_STATE="${TSUNAGU_STATE:-$REPO_ROOT/.cluster}"
+STATE="$CLUSTER_STATE/demo"
 PYTHON=${PYTHON:-$REPO_ROOT/.venv/bin/python}
 KUBECTL="$K8S_BIN/kubectl"
 HELM="$HELM_BIN/helm"
 ADMIN_KUBECONFIG=$("$HACK_DIR/cluster.sh" kubeconfig)
+# The real nodes of the demo: Fukuoka, where the data is 15 ms away (hack/demo_network.py).
+REAL_DEMO_REGION=fukuoka
+REAL_DEMO_ENV=(REAL_REGIONS=$REAL_DEMO_REGION,$REAL_DEMO_REGION REAL_GPUS=2 REAL_GPU_PRODUCT=NVIDIA-L4
+  REAL_TAINTS=tsunagu.io/real-node=true:NoSchedule "REAL_IMAGES=pause trainer")
+REAL_JOB=smoke-allreduce
 OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
 CHART_NAMESPACE=tsunagu-system
 RELEASE=tsunagu
@@ -47,6 +60,10 @@ live_pid() {
   echo "$pid"
 }
 
+# Whether the process we just started (pid in FILE) is still alive. Not live_pid: right after
+# the fork, before the exec, its command line is still this script's.
+started() { kill -0 "$(<"$1")" 2>/dev/null; }
+
 # SIGTERM, then up to 20 s for a clean exit, then SIGKILL.
 stop_pid() {
   local pid=$1 what=$2 deadline=$(( $(date +%s) + 20 ))
@@ -64,13 +81,106 @@ stop_pid() {
 
 cluster_answers() { kubectl_ get --raw /readyz >/dev/null 2>&1; }
 
+# REAL=1 when the demo runs on real nodes too; says which way it goes, in one line.
+choose_mode() {
+  local why=""
+  REAL=""
+  if [[ ${DEMO_REAL_NODES:-auto} == off ]]; then why="DEMO_REAL_NODES=off"
+  elif ! why=$(TSUNAGU_STATE=$CLUSTER_STATE "$HACK_DIR/realnodes.sh" check 2>&1); then
+    why=${why#cannot run real nodes: }
+  elif [[ -d $CLUSTER_STATE/kwok/clusters/$CLUSTER_NAME && ! -f $CLUSTER_STATE/kwokctl-real-nodes.yaml ]]; then
+    why="the demo cluster was made without real nodes; make demo-down, then make demo, to get them"
+  else
+    REAL=1
+    log "real nodes: 2 kubelets in $REAL_DEMO_REGION run the $REAL_JOB job's pods for real; the other nodes are simulated by kwok"
+    return 0
+  fi
+  log "kwok only (every node simulated, no pod really runs): $why"
+}
+
+cluster_up() {
+  if [[ -n $REAL ]]; then
+    env "${REAL_DEMO_ENV[@]}" "$HACK_DIR/cluster.sh" up >/dev/null || die "the demo cluster did not come up"
+  else
+    "$HACK_DIR/cluster.sh" up >/dev/null || die "the demo cluster did not come up"
+  fi
+}
+
+# The job that runs on the real nodes, and its data: a sample of Tokyo's claims served over HTTP
+# by hack/demo_network.py through a delay proxy of Tokyo-Fukuoka's RTT.
+real_job_manifest() {
+  cat <<EOF
+apiVersion: tsunagu.io/v1alpha1
+kind: Dataset
+metadata:
+  name: claims-sample
+  namespace: team-a
+spec:
+  homeRegion: tokyo
+  residency: {mode: RemoteAccess, deniedRegions: [hokkaido]}
+  access: {endpoint: "$(<"$STATE/network/dataset-url")"}
+  sizeGiB: 1
+  classification: personal data (a sample of the insurance claims)
+---
+apiVersion: tsunagu.io/v1alpha1
+kind: TrainingJob
+metadata:
+  name: $REAL_JOB
+  namespace: team-a
+spec:
+  datasetRef: {name: claims-sample}
+  replicas: 2
+  gpusPerReplica: 2          # one rank per real node
+  gpuProduct: NVIDIA-L4      # only the real nodes in $REAL_DEMO_REGION have these
+  priority: 1
+  # No latency budget: it goes wherever there are L4s, however busy this machine makes the RTT.
+  placement: {mode: Bind, objective: Fastest}
+  template:
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations: [{key: tsunagu.io/real-node, operator: Exists, effect: NoSchedule}]
+      containers:
+        - name: trainer
+          image: $("$HACK_DIR/image.sh" tag trainer)
+          imagePullPolicy: Never
+          env: [{name: TRAINER_RECORDS, value: "3"}]
+EOF
+}
+
+real_job_finished() {
+  local reason
+  reason=$(kubectl_ get trainingjob "$REAL_JOB" -n team-a \
+    -o jsonpath='{.status.conditions[?(@.type=="Finished")].reason}' 2>/dev/null)
+  if [[ $reason == Failed ]]; then
+    kubectl_ describe trainingjob "$REAL_JOB" -n team-a >&3 || true
+    printf '[tsunagu] error: %s failed\n' "$REAL_JOB" >&3
+    exit 1
+  fi
+  [[ $reason == Succeeded ]]
+}
+
+print_real_logs() {
+  local rank node
+  printf '\nThe %s ranks really ran (kubectl logs -n team-a %s-RANK):\n' "$REAL_JOB" "$REAL_JOB"
+  for rank in 0 1; do
+    node=$(kubectl_ get pod "$REAL_JOB-$rank" -n team-a -o jsonpath='{.spec.nodeName}')
+    printf '  --- rank %s on %s\n' "$rank" "$node"
+    kubectl_ logs "$REAL_JOB-$rank" -n team-a | sed 's/^/  /'
+  done
+}
+
 start_network() {
   log "starting the latency network: one probe per region, delay proxies between them"
   rm -f "$STATE/network/ready"
-  "$PYTHON" "$HACK_DIR/demo_network.py" serve "$STATE/network" >"$STATE/network.log" 2>&1 </dev/null 3>&- &
+  local dataset=()
+  if [[ -n $REAL ]]; then
+    dataset=(--dataset-listen "$(TSUNAGU_STATE=$CLUSTER_STATE "$HACK_DIR/realnodes.sh" host-ip)")
+  fi
+  "$PYTHON" "$HACK_DIR/demo_network.py" serve "$STATE/network" "${dataset[@]}" \
+    >"$STATE/network.log" 2>&1 </dev/null 3>&- &
   echo $! >"$STATE/network.pid"
   network_ready() {
-    live_pid "$STATE/network.pid" demo_network.py >/dev/null || gone "the latency network" "$STATE/network.log"
+    started "$STATE/network.pid" || gone "the latency network" "$STATE/network.log"
     [[ -f $STATE/network/ready ]]
   }
   wait_for 60 "the probes to answer" network_ready
@@ -130,7 +240,7 @@ start_operator() {
     >"$STATE/operator.log" 2>&1 </dev/null 3>&- &
   echo $! >"$STATE/operator.pid"
   operator_healthy() {
-    live_pid "$STATE/operator.pid" tsunagu.cli >/dev/null || gone "the operator" "$STATE/operator.log"
+    started "$STATE/operator.pid" || gone "the operator" "$STATE/operator.log"
     curl -fsS -o /dev/null "http://127.0.0.1:$LIVENESS_PORT/healthz"
   }
   wait_for 60 "the operator to answer on /healthz" operator_healthy
@@ -152,19 +262,21 @@ every_job_decided() {
   (( total > 0 )) && (( $(grep -c . <<<"$reasons") == total ))
 }
 
+# Every placed job runs all its replicas (or has already finished with all of them).
 placed_jobs_running() {
-  local replicas running
-  while read -r replicas running; do
-    [[ -z $replicas || $replicas == "${running:-0}" ]] || return 1
-  done < <(kubectl_ get trainingjobs -n team-a \
-    -o jsonpath='{range .items[?(@.status.region)]}{.spec.replicas} {.status.runningReplicas}{"\n"}{end}')
+  local replicas running succeeded
+  while read -r replicas running succeeded; do
+    [[ -z $replicas || $replicas == "${running:-0}" || $replicas == "${succeeded:-0}" ]] || return 1
+  done < <(kubectl_ get trainingjobs -n team-a -o jsonpath='{range .items[?(@.status.region)]}{.spec.replicas} {.status.runningReplicas} {.status.succeededReplicas}{"\n"}{end}')
 }
 
 up() {
   local started=$SECONDS
   need curl
-  cluster_answers || die "the cluster does not answer; run 'make demo' (it starts the cluster first)"
   [[ -x $PYTHON ]] || die "no Python at $PYTHON (run 'make venv')"
+  choose_mode
+  cluster_up
+  cluster_answers || die "the cluster does not answer"
   down_processes
   mkdir -p "$STATE"
   # A failed `up` leaves no process behind (the objects stay for a look; `down` removes them).
@@ -188,10 +300,17 @@ up() {
 
   log "submitting the TrainingJobs (examples/40-trainingjobs.yaml)"
   kubectl_ apply --server-side --force-conflicts -f "$EXAMPLES/40-trainingjobs.yaml" >/dev/null
+  if [[ -n $REAL ]]; then
+    log "submitting $REAL_JOB, for the real nodes in $REAL_DEMO_REGION"
+    real_job_manifest >"$STATE/real-job.yaml"
+    kubectl_ apply --server-side --force-conflicts -f "$STATE/real-job.yaml" >/dev/null
+  fi
   wait_for 60 "a decision for every TrainingJob" every_job_decided
   wait_for 60 "the placed jobs' workers to run" placed_jobs_running
+  if [[ -n $REAL ]]; then wait_for 120 "$REAL_JOB to finish on the real nodes" real_job_finished; fi
 
   KUBECTL=$KUBECTL "$PYTHON" "$HACK_DIR/demo_network.py" summary --kubeconfig "$ADMIN_KUBECONFIG"
+  if [[ -n $REAL ]]; then print_real_logs; fi
   cat <<EOF
 
 Demo up in $(( SECONDS - started )) s. Look around:
@@ -227,12 +346,15 @@ down() {
   down_processes
   if cluster_answers; then
     log "deleting the example objects and the chart"
+    if [[ -f $STATE/real-job.yaml ]]; then
+      kubectl_ delete -f "$STATE/real-job.yaml" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    fi
     kubectl_ delete -f "$EXAMPLES" --ignore-not-found --wait=false >/dev/null 2>&1 || true
     "$HELM" uninstall "$RELEASE" --namespace "$CHART_NAMESPACE" --kubeconfig "$ADMIN_KUBECONFIG" \
       >/dev/null 2>&1 || true
     kubectl_ delete namespace "$CHART_NAMESPACE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   fi
-  rm -f "$OPERATOR_KUBECONFIG"
+  rm -f "$OPERATOR_KUBECONFIG" "$STATE/real-job.yaml"
   log "demo stopped"
 }
 

@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
 """The Python half of `make demo` (hack/demo.sh runs it).
 
-  demo_network.py serve STATE_DIR [--topology FILE]   the latency network, until SIGTERM
+  demo_network.py serve STATE_DIR [--topology FILE] [--dataset-listen HOST]
+                                                      the latency network, until SIGTERM
   demo_network.py summary [--kubeconfig FILE]         the story, read from the objects' status
 
 `serve` runs one `tsunagu probe` per region of the topology on loopback, each measuring every
 other region through a delay proxy of its own, so the probes see the topology's distances (Tokyo↔
 Osaka ≈ 6 ms, Tokyo↔Fukuoka ≈ 15 ms, …). It writes STATE_DIR/prometheus.yml (scrape config for
 the probes), STATE_DIR/probes.pids and, once every probe answers, STATE_DIR/ready.
+
+With `--dataset-listen HOST` (the demo on real nodes) it also serves a sample of the Tokyo data:
+records over HTTP on loopback, reached by pods through a delay proxy on HOST with the
+topology's Tokyo↔Fukuoka RTT (the storage is in Tokyo, the real nodes in Fukuoka); its URL goes
+to STATE_DIR/dataset-url.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import os
@@ -30,11 +37,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.latency_harness import LatencyMesh, prometheus_config  # noqa: E402
+from tests.support.realnodes import dataset_server  # noqa: E402
 
 DEFAULT_TOPOLOGY = REPO_ROOT / "hack" / "topology" / "japan.yaml"
 SCRAPE_INTERVAL_SECONDS = 1.0
 PROBE_INTERVAL_SECONDS = 0.5
 EXAMPLE_NAMESPACE = "team-a"  # where examples/40-trainingjobs.yaml puts the jobs
+DATA_REGION = "tokyo"  # where the examples' data lives
+REAL_NODE_REGION = "fukuoka"  # where hack/demo.sh puts the real nodes
 
 
 def declared_rtts(topology: Mapping[str, Any]) -> dict[tuple[str, str], float]:
@@ -73,18 +83,25 @@ def all_pair_rtts(topology: Mapping[str, Any]) -> dict[tuple[str, str], float]:
     return result
 
 
-def serve(state_dir: Path, topology_path: Path) -> int:
+def serve(state_dir: Path, topology_path: Path, dataset_listen: str | None = None) -> int:
     topology = yaml.safe_load(topology_path.read_text(encoding="utf-8"))
     names = [region["name"] for region in topology["regions"]]
     rtts = all_pair_rtts(topology)
     # One proxy per ordered pair takes the whole pair's RTT: half of it in each direction.
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "ready").unlink(missing_ok=True)
+    (state_dir / "dataset-url").unlink(missing_ok=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     mesh = LatencyMesh(names, state_dir / "probes", rtts, probe_interval=PROBE_INTERVAL_SECONDS)
-    with mesh:
+    with contextlib.ExitStack() as stack:
+        if dataset_listen:
+            storage = stack.enter_context(
+                dataset_server(dataset_listen, rtts[(DATA_REGION, REAL_NODE_REGION)])
+            )
+            (state_dir / "dataset-url").write_text(storage.url, encoding="utf-8")
+        stack.enter_context(mesh)
         (state_dir / "probes.pids").write_text(
             "".join(f"{probe.process.pid}\n" for probe in mesh.probes.values()), encoding="utf-8"
         )
@@ -141,6 +158,15 @@ def _why_not(alternative: Mapping[str, Any]) -> str:
     return f"{alternative['region']} {reason}{at}"
 
 
+def _running(job: Mapping[str, Any]) -> str:
+    """Replicas running now, or how the job ended."""
+    status = job.get("status") or {}
+    finished = condition(job, "Finished")
+    if finished.get("status") == "True":
+        return str(finished.get("reason"))
+    return f"{status.get('runningReplicas', 0)}/{job['spec']['replicas']}"
+
+
 def render_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -175,7 +201,7 @@ def summary(kubeconfig: str | None) -> int:
                 _ms(placement.get("rttMs")) if status.get("region") else "-",
                 _loss(placement.get("predictedThroughputLoss")) if status.get("region") else "-",
                 scheduled.get("reason", "(no decision yet)"),
-                f"{status.get('runningReplicas', 0)}/{job['spec']['replicas']}",
+                _running(job),
             )
         )
     print(f"\nWhere the TrainingJobs went (kubectl get trainingjobs -n {EXAMPLE_NAMESPACE}):")
@@ -200,11 +226,12 @@ def main() -> int:
     serve_parser = commands.add_parser("serve", help="run the latency network until SIGTERM")
     serve_parser.add_argument("state_dir", type=Path)
     serve_parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
+    serve_parser.add_argument("--dataset-listen", help="serve the Tokyo data sample on HOST")
     summary_parser = commands.add_parser("summary", help="print where the jobs went and why")
     summary_parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     args = parser.parse_args()
     if args.command == "serve":
-        return serve(args.state_dir, args.topology)
+        return serve(args.state_dir, args.topology, args.dataset_listen)
     return summary(args.kubeconfig)
 
 

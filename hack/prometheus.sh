@@ -5,17 +5,19 @@
 #   hack/prometheus.sh down            stop it; no process is left behind
 #   hack/prometheus.sh status          print the URL and exit 0 when running, exit 1 otherwise
 #
-# Environment: PROM_PORT (default 9090), TSUNAGU_STATE (default <repo>/.cluster/prometheus) holds
+# Environment: PROM_PORT (default 9090), PROM_LISTEN (the address to listen on, default 127.0.0.1;
+# the host's address when pods must reach it), TSUNAGU_STATE (default <repo>/.cluster/prometheus) holds
 # the data dir, the pid file and the log, so several instances can run side by side in different
 # state dirs. `down` keeps the data so `up` again continues the same TSDB.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PROM_PORT="${PROM_PORT:-9090}"
+PROM_LISTEN="${PROM_LISTEN:-127.0.0.1}"
 STATE_DIR="${TSUNAGU_STATE:-$REPO_ROOT/.cluster/prometheus}"
 PID_FILE="$STATE_DIR/prometheus.pid"
 LOG_FILE="$STATE_DIR/prometheus.log"
 DATA_DIR="$STATE_DIR/data"
-URL="http://127.0.0.1:$PROM_PORT"
+URL="http://$PROM_LISTEN:$PROM_PORT"
 READY_TIMEOUT_SECONDS="${PROM_READY_TIMEOUT:-60}"
 
 usage() {
@@ -72,7 +74,7 @@ cmd_up() {
   mkdir -p "$DATA_DIR"
   prometheus --config.file="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")" \
     --storage.tsdb.path="$DATA_DIR" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" \
+    --web.listen-address="$PROM_LISTEN:$PROM_PORT" \
     --web.enable-lifecycle \
     >"$LOG_FILE" 2>&1 </dev/null &
   local pid=$!

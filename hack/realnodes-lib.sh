@@ -4,10 +4,16 @@
 STATE_DIR=${TSUNAGU_STATE:-$REPO_ROOT/.cluster}
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 REAL_DIR="$STATE_DIR/real"
-REAL_NODES=${REAL_NODES:-2}
 REAL_REGION=${REAL_REGION:-kanto}
+# The region of each node in order (e.g. kanto,kanto,kyushu); unset: REAL_NODES nodes, all in
+# REAL_REGION. REAL_NODES defaults to the length of the list.
+IFS=, read -r -a REAL_NODE_REGIONS <<<"${REAL_REGIONS:-}"
+REAL_NODES=${REAL_NODES:-${#REAL_NODE_REGIONS[@]}}
+((REAL_NODES > 0)) || REAL_NODES=2
 REAL_GPUS=${REAL_GPUS:-2}
 REAL_GPU_PRODUCT=${REAL_GPU_PRODUCT:-NVIDIA-H100-80GB-HBM3}
+# Taints the nodes register with (KEY=VALUE:EFFECT,…), e.g. to keep other pods off them.
+REAL_TAINTS=${REAL_TAINTS:-}
 # Pod subnets 10.233.<n>.0/24, one per node; kubelets listen on REAL_PORT_BASE + 2n.
 REAL_POD_PREFIX=${REAL_POD_PREFIX:-10.233}
 REAL_PORT_BASE=${REAL_PORT_BASE:-11250}
@@ -18,7 +24,16 @@ REAL_IMAGES=${REAL_IMAGES:-pause trainer operator}
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 ctr_() { ctr --address "$REAL_DIR/nodes/$1/containerd.sock" --namespace k8s.io "${@:2}"; }
 
-node_name() { echo "real-$REAL_REGION-$1"; }
+# The region of node N: its entry in REAL_REGIONS, the last entry past the end, else REAL_REGION.
+node_region() {
+  local count=${#REAL_NODE_REGIONS[@]}
+  if ((count == 0)); then echo "$REAL_REGION"
+  elif (($1 < count)); then echo "${REAL_NODE_REGIONS[$1]}"
+  else echo "${REAL_NODE_REGIONS[count - 1]}"
+  fi
+}
+
+node_name() { echo "real-$(node_region "$1")-$1"; }
 
 host_ip() {
   local ip
@@ -57,10 +72,24 @@ install_host_packages() {
   return 0
 }
 
+# The state directory of real nodes that run here for another cluster, if any: they share the
+# host's kube-proxy chains, port 53, bridge names and kubelet ports with ours.
+other_real_nodes() {
+  local line dir
+  while read -r line; do
+    dir=${line#*--config }
+    dir=${dir%%/real/nodes/*}
+    [[ $dir == "$STATE_DIR" ]] && continue
+    echo "$dir"
+    return 0
+  done < <(pgrep -a containerd 2>/dev/null | grep -- '--config .*/real/nodes/.*/containerd.toml' || true)
+  return 1
+}
+
 # Says in one line why real nodes cannot run here, or nothing (exit 0) when they can.
 check_host() {
   install_host_packages
-  local why=""
+  local why="" other
   if [[ $(id -u) != 0 ]]; then why="real nodes need root (containerd, cgroups, network namespaces)"
   elif ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null; then
     why="containerd, ctr and runc are not installed (apt-get install containerd runc)"
@@ -72,6 +101,8 @@ check_host() {
     why="no usable cgroup hierarchy under /sys/fs/cgroup"
   elif ! grep -qw overlay /proc/filesystems; then why="the kernel has no overlay filesystem"
   elif [[ -z $(host_ip) ]]; then why="no global IPv4 address to give the nodes"
+  elif other=$(other_real_nodes); then
+    why="real nodes of another cluster run on this host ($other): one host runs one set (one kube-proxy, CoreDNS on port 53)"
   fi
   if [[ -n $why ]]; then
     echo "cannot run real nodes: $why"
@@ -80,6 +111,15 @@ check_host() {
 }
 
 # --- processes ---------------------------------------------------------------------------------
+
+# write_config FILE < CONTENT: replaces FILE only when CONTENT differs. kube-proxy exits when its
+# configuration file is written, even with the same content, and `up` runs again on every test
+# run: a rewrite would leave Services created afterwards without rules.
+write_config() {
+  local file=$1
+  cat >"$file.new"
+  if cmp -s "$file.new" "$file"; then rm -f "$file.new"; else mv -f "$file.new" "$file"; fi
+}
 
 # start_daemon PIDFILE LOG COMMAND...: runs COMMAND in its own session, detached.
 start_daemon() {
@@ -120,7 +160,7 @@ cgroup_roots() {
 
 write_containerd_config() {
   local dir=$1 index=$2
-  cat >"$dir/containerd.toml" <<EOF
+  write_config "$dir/containerd.toml" <<EOF
 version = 2
 root = "$dir/containerd/root"
 state = "$dir/containerd/state"
@@ -151,7 +191,7 @@ state = "$dir/containerd/state"
     conf_dir = "$dir/cni"
 EOF
   mkdir -p "$dir/cni"
-  cat >"$dir/cni/10-tsunagu.conflist" <<EOF
+  write_config "$dir/cni/10-tsunagu.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "tsunagu-$index",
@@ -172,7 +212,7 @@ EOF
 
 write_kubelet_config() {
   local dir=$1 name=$2 index=$3 ip=$4
-  cat >"$dir/kubelet.yaml" <<EOF
+  write_config "$dir/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $ip
@@ -205,8 +245,9 @@ EOF
 }
 
 start_node() {
-  local index=$1 name dir ip root
+  local index=$1 name dir ip root region
   name=$(node_name "$index")
+  region=$(node_region "$index")
   dir="$REAL_DIR/nodes/$name"
   ip=$(host_ip)
   mkdir -p "$dir/kubelet" "$dir/logs"
@@ -227,7 +268,8 @@ start_node() {
   start_daemon "$dir/kubelet.pid" "$dir/logs/kubelet.log" "$K8S_NODE_BIN/kubelet" \
     --config "$dir/kubelet.yaml" --kubeconfig "$KUBECONFIG_PATH" --root-dir "$dir/kubelet" \
     --cert-dir "$dir/pki" --hostname-override "$name" --node-ip "$ip" \
-    --node-labels "type=real,topology.kubernetes.io/region=$REAL_REGION,topology.kubernetes.io/zone=$REAL_REGION-$index,nvidia.com/gpu.product=$REAL_GPU_PRODUCT,nvidia.com/gpu.count=$REAL_GPUS" \
+    ${REAL_TAINTS:+--register-with-taints "$REAL_TAINTS"} \
+    --node-labels "type=real,topology.kubernetes.io/region=$region,topology.kubernetes.io/zone=$region-$index,nvidia.com/gpu.product=$REAL_GPU_PRODUCT,nvidia.com/gpu.count=$REAL_GPUS" \
     --v 1
 }
 
@@ -309,7 +351,7 @@ remove_node_cgroups() {
 start_coredns() {
   local ip
   ip=$(host_ip)
-  cat >"$REAL_DIR/Corefile" <<EOF
+  write_config "$REAL_DIR/Corefile" <<EOF
 .:53 {
     bind $ip
     errors
@@ -326,7 +368,7 @@ EOF
 }
 
 start_kube_proxy() {
-  cat >"$REAL_DIR/kube-proxy.yaml" <<EOF
+  write_config "$REAL_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $KUBECONFIG_PATH}

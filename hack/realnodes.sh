@@ -5,7 +5,8 @@
 # REAL_NODES > 0; the host's state it changes (sysctls, iptables, mounts, network namespaces) is
 # recorded first and put back by `down`.
 #   hack/realnodes.sh check   exit 0 when this machine can run real nodes, else say why (one line)
-#   hack/realnodes.sh up      start REAL_NODES nodes in REAL_REGION (idempotent)
+#   hack/realnodes.sh up      start REAL_NODES nodes in REAL_REGION, or one per entry of
+#                             REAL_REGIONS (kanto,kanto,kyushu) in that region (idempotent)
 #   hack/realnodes.sh down    stop them and restore the host
 #   hack/realnodes.sh host-ip the address the nodes, the API server and CoreDNS are reached at
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -61,6 +61,16 @@ def cluster() -> Cluster:
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace; afterwards its pods are deleted and waited for (so its GPUs are free
     again) and the namespace is deleted."""
+    yield from _fresh_namespace(cluster)
+
+
+@pytest.fixture
+def other_namespace(cluster: Cluster) -> Iterator[str]:
+    """A second fresh namespace, cleaned up as `namespace` is."""
+    yield from _fresh_namespace(cluster)
+
+
+def _fresh_namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
     yield name

@@ -73,6 +73,18 @@ def test_rbac_is_exactly_the_agreed_rules_split_in_two(helm: Helm) -> None:
         ]
 
 
+def test_without_creating_profiles_the_learner_may_not_create_them(helm: Helm) -> None:
+    objects = helm.template({"operator": {"throughput": {"createProfiles": False}}})
+    (role,) = [
+        r for r in find(objects, "ClusterRole") if r["metadata"]["name"].endswith("-application")
+    ]
+    expected = APPLICATION_RULES - {("tsunagu.io", "throughputprofiles", "create")}
+    assert rule_triples(role) == expected
+    assert ("tsunagu.io", "throughputprofiles/status", "patch") in expected
+    env = _operator_env(objects)
+    assert env["TSUNAGU_THROUGHPUT_CREATE_PROFILES"] == "false"
+
+
 @pytest.mark.parametrize(
     ("values", "monitors"),
     [
@@ -123,6 +135,16 @@ def test_one_probe_daemonset_and_service_per_region_pinned_by_node_affinity(helm
     (peers,) = find(objects, "ConfigMap", "tsunagu-probe-peers")
     assert yaml.safe_load(peers["data"]["peers.yaml"]) == {
         region: f"tsunagu-probe-{region}.net.svc:7400" for region in regions
+    }
+
+
+def test_a_peer_address_replaces_that_regions_service_in_the_peers_file(helm: Helm) -> None:
+    regions = PROBE_VALUES["probes"]["regions"]
+    values = {"probes": {**PROBE_VALUES["probes"], "peerAddresses": {regions[0]: "10.0.0.9:17400"}}}
+    (peers,) = find(helm.template(values, namespace="net"), "ConfigMap", "tsunagu-probe-peers")
+    assert yaml.safe_load(peers["data"]["peers.yaml"]) == {
+        region: "10.0.0.9:17400" if region == regions[0] else f"tsunagu-probe-{region}.net.svc:7400"
+        for region in regions
     }
 
 
@@ -212,8 +234,19 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                 "TSUNAGU_LEADER_ELECT_RETRY_PERIOD": "2",
                 "TSUNAGU_LEADER_ELECT_LEASE_NAME": "tsunagu",
                 "TSUNAGU_LEADER_ELECT_NAMESPACE": "tsunagu",
+                "TSUNAGU_THROUGHPUT_INTERVAL": "60",
+                "TSUNAGU_THROUGHPUT_WARMUP_SECONDS": "120",
+                "TSUNAGU_THROUGHPUT_NAMESPACE_LABEL": "namespace",
+                "TSUNAGU_THROUGHPUT_JOB_LABEL": "job",
+                "TSUNAGU_THROUGHPUT_CREATE_PROFILES": "true",
             },
-            {"TSUNAGU_PROMETHEUS_URL", "TSUNAGU_DEFAULT_MAX_RTT_MS", "TSUNAGU_LATENCY_QUERY"},
+            {
+                "TSUNAGU_PROMETHEUS_URL",
+                "TSUNAGU_DEFAULT_MAX_RTT_MS",
+                "TSUNAGU_LATENCY_QUERY",
+                "TSUNAGU_THROUGHPUT_QUERY",
+                "TSUNAGU_DEFAULT_PROFILES_NAMESPACE",
+            },
             id="defaults-leave-unset-settings-to-the-operator",
         ),
         pytest.param(
@@ -249,6 +282,30 @@ def _operator_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
             id="every-setting",
         ),
         pytest.param(
+            {
+                "throughput": {
+                    "intervalSeconds": 0,
+                    "query": "sum by (namespace, job) (rate(steps[1m]))",
+                    "namespaceLabel": "ns",
+                    "jobLabel": "tsunagu_job",
+                    "warmupSeconds": 90,
+                    "createProfiles": False,
+                    "defaultProfilesNamespace": "",
+                },
+            },
+            {
+                "TSUNAGU_THROUGHPUT_INTERVAL": "0",
+                "TSUNAGU_THROUGHPUT_QUERY": "sum by (namespace, job) (rate(steps[1m]))",
+                "TSUNAGU_THROUGHPUT_NAMESPACE_LABEL": "ns",
+                "TSUNAGU_THROUGHPUT_JOB_LABEL": "tsunagu_job",
+                "TSUNAGU_THROUGHPUT_WARMUP_SECONDS": "90",
+                "TSUNAGU_THROUGHPUT_CREATE_PROFILES": "false",
+                "TSUNAGU_DEFAULT_PROFILES_NAMESPACE": "",
+            },
+            set(),
+            id="throughput-learning",
+        ),
+        pytest.param(
             {"defaultMaxThroughputLoss": 0},
             {"TSUNAGU_DEFAULT_MAX_THROUGHPUT_LOSS": "0"},
             set(),
@@ -281,6 +338,16 @@ def test_operator_settings_become_environment_variables(
         ),
         pytest.param({"probes": {"enabled": True}}, "probes.regions", id="probes-without-regions"),
         pytest.param(
+            {"probes": {"enabled": True, "regions": ["tokyo"], "peerAddresses": {"osaka": "a:1"}}},
+            "probes.peerAddresses: osaka is not one of probes.regions",
+            id="peer-address-of-no-probe",
+        ),
+        pytest.param(
+            {"probes": {"enabled": True, "regions": ["tokyo"], "peerAddresses": {"tokyo": "a"}}},
+            "/probes/peerAddresses/tokyo",
+            id="peer-address-without-port",
+        ),
+        pytest.param(
             {"operator": {"gangTolerations": ["dedicated=gpu"]}},
             "/operator/gangTolerations/0",
             id="toleration-without-effect",
@@ -297,6 +364,16 @@ def test_operator_settings_become_environment_variables(
             id="deadline-past-lease",
         ),
         pytest.param({"replicaCount": 0}, "/replicaCount", id="no-replica"),
+        pytest.param(
+            {"operator": {"throughput": {"intervalSeconds": -1}}},
+            "/operator/throughput/intervalSeconds",
+            id="negative-throughput-interval",
+        ),
+        pytest.param(
+            {"operator": {"throughput": {"jobLabel": "tsunagu.io/job"}}},
+            "/operator/throughput/jobLabel",
+            id="job-label-not-a-label-name",
+        ),
     ],
 )
 def test_bad_values_fail_naming_the_field(helm: Helm, values: dict[str, Any], message: str) -> None:

@@ -19,7 +19,7 @@ from tests.support.scenario import (
     japan_regions,
     job,
     job_pods,
-    node_regions,
+    region_of,
     training_job,
     wait_condition,
     wait_ready,
@@ -64,11 +64,6 @@ def measuring_operator(
     )  # fmt: skip
     wait_ready(operator, port)
     return operator
-
-
-def region_of(cluster: Cluster, namespace: str, name: str) -> set[str]:
-    where = node_regions(cluster)
-    return {where[p["spec"]["nodeName"]] for p in job_pods(cluster, namespace, name)}
 
 
 def remote_job(namespace: str, name: str, on_breach: str = "Keep") -> dict:

@@ -73,6 +73,11 @@ class DelayProxy:
         with self._lock:
             self._delays = Delays(one_way_seconds, down)
 
+    def retarget(self, host: str, port: int) -> None:
+        """Where new connections go from now on (open ones keep their target)."""
+        with self._lock:
+            self.target_host, self.target_port = host, port
+
     def set_rtt_ms(self, added_rtt_ms: float) -> None:
         """Adds `added_rtt_ms` to every round trip: half of it in each direction."""
         self.set_delay(added_rtt_ms / 2000.0)
@@ -143,7 +148,9 @@ class DelayProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
-            target_r, target_w = await asyncio.open_connection(self.target_host, self.target_port)
+            with self._lock:
+                target = (self.target_host, self.target_port)
+            target_r, target_w = await asyncio.open_connection(*target)
         except OSError:
             # Like a real network path to a dead host: the client sees its connection drop.
             client_w.close()

@@ -12,7 +12,11 @@ certificate. Each request travels on a connection of its own (the proxy answers
 - `error`: a 500 or 503 Status, the request not sent on;
 - `throttle`: a 429 with `Retry-After: 1`, the request not sent on;
 - `cut_watch`: each second, each open watch stream is cut with this probability (whenever it
-  was opened), in the middle of whatever it was sending (an event, a chunk header).
+  was opened), in the middle of whatever it was sending (an event, a chunk header);
+- `lag_watch_seconds` with `lag_watch`: a watch whose path contains one of `lag_watch` hears
+  everything that late (each chunk of its answer is released that long after it arrived, in
+  order): a client whose view of those objects trails the API server, as behind a loaded
+  API server or a slow link.
 
 `blackhole(True)` is a partition: new connections are accepted and never answered, and what
 travels on open ones is discarded (when the partition ends, those are closed: their streams are
@@ -63,6 +67,9 @@ class FaultRates:
     # Paths (exact) answered 404, as an API server without those resources would: e.g. the
     # tsunagu.io group, to start an operator on a cluster without its CRDs.
     hide: tuple[str, ...] = ()
+    # Watches whose path contains one of these hear every event this many seconds late.
+    lag_watch: tuple[str, ...] = ()
+    lag_watch_seconds: float = 0.0
 
 
 def upstream_tls(configuration: Any) -> ssl.SSLContext:
@@ -243,8 +250,16 @@ class FaultProxy:
             with self._lock:
                 self.forwarded.append((time.time(), method, target))
             up = asyncio.create_task(_quietly(self._pipe(client_r, upstream_w)))
+            rates = self._rates
+            lag = (
+                rates.lag_watch_seconds
+                if watch and any(lagged in target for lagged in rates.lag_watch)
+                else 0.0
+            )
             down = asyncio.create_task(
-                _quietly(self._answer_back(upstream_r, client_w, lose=fault == "lose_answer"))
+                _quietly(
+                    self._answer_back(upstream_r, client_w, lose=fault == "lose_answer", lag=lag)
+                )
             )
             tasks = {up, down}
             cut = None
@@ -275,13 +290,48 @@ class FaultProxy:
                     return
 
     async def _answer_back(
-        self, upstream: asyncio.StreamReader, client: asyncio.StreamWriter, lose: bool
+        self,
+        upstream: asyncio.StreamReader,
+        client: asyncio.StreamWriter,
+        lose: bool,
+        lag: float = 0.0,
     ) -> None:
         head = await upstream.readuntil(b"\r\n\r\n")
         if lose:
             return  # acted upon, never answered
         await self._write(client, _closing(head))
-        await self._pipe(upstream, client)
+        if lag > 0:
+            await self._pipe_late(upstream, client, lag)
+        else:
+            await self._pipe(upstream, client)
+
+    async def _pipe_late(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lag: float
+    ) -> None:
+        """Like `_pipe`, each chunk released `lag` seconds after it was read (a FIFO: reading
+        goes on meanwhile, so chunks are late by the lag, not by the sum of lags)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def release() -> None:
+            while True:
+                due, chunk = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not chunk:
+                    return
+                await self._write(writer, chunk)
+
+        releaser = asyncio.create_task(release())
+        try:
+            while True:
+                chunk = await reader.read(_CHUNK)
+                queue.put_nowait((loop.time() + lag, chunk))
+                if not chunk:
+                    break
+            await releaser
+        finally:
+            releaser.cancel()
+            await asyncio.gather(releaser, return_exceptions=True)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:

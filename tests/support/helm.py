@@ -44,11 +44,14 @@ APPLICATION_RULES = _rules(
     ("tsunagu.io", "regions", "get list watch"),
     ("tsunagu.io", "datasets", "get list watch patch"),
     ("tsunagu.io", "regions/status datasets/status", "get patch update"),
-    ("tsunagu.io", "throughputprofiles", "get list watch"),
+    ("tsunagu.io", "throughputprofiles", "get list watch create"),
+    ("tsunagu.io", "throughputprofiles/status", "patch"),
     ("", "nodes", "get list watch"),
     ("", "pods", "get list watch create delete patch"),
     ("", "pods/binding", "create"),
     ("", "services", "get list watch create delete"),
+    ("scheduling.x-k8s.io", "podgroups", "get list watch patch"),
+    ("scheduling.x-k8s.io", "podgroups/status", "patch"),
 )
 
 # The leader-election Role in the release namespace: the one Lease by name, and create (which

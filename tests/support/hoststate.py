@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.cluster import HACK
-from tests.support.realnodes import REAL_NODE_NAMES, REAL_STATE
+from tests.support.realnodes import ALL_NODE_NAMES, REAL_STATE
 
 RECORD = REAL_STATE / "real"
 OUR_CHAIN = re.compile(r"^(:|-A )(KUBE|CNI)-")
@@ -65,7 +65,7 @@ def host_leftovers(before: RecordedHost) -> list[str]:
         mount_point = line.split()[4]
         if mount_point.startswith((f"{state}/real", "/run/netns/cni-", "/run/containerd")):
             found.append(f"mount {mount_point}")
-    for name in REAL_NODE_NAMES:
+    for name in ALL_NODE_NAMES:
         found += [f"cgroup {path}" for path in Path("/sys/fs/cgroup").glob(f"*/tsunagu-{name}")]
         found += [f"cgroup {path}" for path in Path("/sys/fs/cgroup").glob(f"tsunagu-{name}")]
     for family in ("iptables-save", "ip6tables-save"):

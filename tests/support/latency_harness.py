@@ -204,7 +204,15 @@ class LatencyMesh:
         self.stop()
 
 
-def prometheus_config(targets: Iterable[str], scrape_interval_seconds: float) -> str:
+def prometheus_config(
+    targets: Iterable[str],
+    scrape_interval_seconds: float,
+    *,
+    job_name: str = "tsunagu-probe",
+    honor_labels: bool = False,
+) -> str:
+    """One scrape job over static targets. `honor_labels` keeps the targets' own `job` label
+    (as a training exporter sets it) instead of the scrape job's name."""
     interval = f"{scrape_interval_seconds:g}s"
     target_list = ", ".join(f"'{target}'" for target in targets)
     return (
@@ -212,8 +220,9 @@ def prometheus_config(targets: Iterable[str], scrape_interval_seconds: float) ->
         f"  scrape_interval: {interval}\n"
         f"  evaluation_interval: {interval}\n"
         "scrape_configs:\n"
-        "  - job_name: tsunagu-probe\n"
+        f"  - job_name: {job_name}\n"
         f"    scrape_timeout: {interval}\n"
+        f"    honor_labels: {str(honor_labels).lower()}\n"
         f"    static_configs: [{{targets: [{target_list}]}}]\n"
     )
 
@@ -228,19 +237,36 @@ class PrometheusServer:
         *,
         scrape_interval: float = 1.0,
         port: int | None = None,
+        job_name: str = "tsunagu-probe",
+        honor_labels: bool = False,
+        config: str | None = None,
+        listen_host: str = LOOPBACK,
     ) -> None:
+        """`config` replaces the static scrape of `scrape_targets`; `listen_host` is where it
+        answers (the host's address when pods must reach it)."""
         self.state_dir = state_dir
+        self.listen_host = listen_host
         self.port = port or free_port()
         self.config_path = state_dir / "prometheus.yml"
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(prometheus_config(scrape_targets, scrape_interval))
+        self.config_path.write_text(
+            config
+            or prometheus_config(
+                scrape_targets, scrape_interval, job_name=job_name, honor_labels=honor_labels
+            )
+        )
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.listen_host}:{self.port}"
 
     def _script(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PROM_PORT": str(self.port), "TSUNAGU_STATE": str(self.state_dir)}
+        env = {
+            **os.environ,
+            "PROM_PORT": str(self.port),
+            "PROM_LISTEN": self.listen_host,
+            "TSUNAGU_STATE": str(self.state_dir),
+        }
         return subprocess.run(
             [str(PROMETHEUS_SCRIPT), *args],
             env=env,

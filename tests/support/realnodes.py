@@ -1,8 +1,10 @@
 """The real-node cluster (hack/realnodes.sh) of the real-pod tests, and a dataset server for them.
 
-It is a cluster of its own (`tsunagu-real`, state under .cluster/tsunagu-real) with no kwok
-nodes, so the kwok clusters of the other suites never see a real node. It is left up after the
-tests, like the other test clusters, and taken down by `make cluster-down`.
+It is a cluster of its own (`tsunagu-real`, state under .cluster/tsunagu-real; TSUNAGU_REAL_CLUSTER
+and TSUNAGU_REAL_STATE choose others) with no kwok nodes, so the kwok clusters of the other suites
+never see a real node. Its nodes: two in kanto, where the gangs run, and one in kyushu, so that
+probes of two regions measure each other. It is left up after the tests, like the other test
+clusters, and taken down by `make cluster-down`.
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from urllib.parse import parse_qs, urlparse
 from tests.support.cluster import HACK, REPO_ROOT, Cluster
 from tests.support.delay_proxy import DelayProxy
 
-REAL_CLUSTER_NAME = "tsunagu-real"
-REAL_STATE = REPO_ROOT / ".cluster" / REAL_CLUSTER_NAME
+REAL_CLUSTER_NAME = os.environ.get("TSUNAGU_REAL_CLUSTER") or "tsunagu-real"
+REAL_STATE = Path(
+    os.environ.get("TSUNAGU_REAL_STATE") or REPO_ROOT / ".cluster" / REAL_CLUSTER_NAME
+).resolve()
 REAL_TOPOLOGY = HACK / "topology" / "real.yaml"
 REAL_REGION = "kanto"
-REAL_NODE_NAMES = ("real-kanto-0", "real-kanto-1")
+OTHER_REGION = "kyushu"
+# The region of each node, in order: hack/realnodes.sh names them real-<region>-<index>.
+NODE_REGIONS = (REAL_REGION, REAL_REGION, OTHER_REGION)
+ALL_NODE_NAMES = tuple(f"real-{region}-{index}" for index, region in enumerate(NODE_REGIONS))
+# The nodes of the region where the tests' gangs run.
+REAL_NODE_NAMES = tuple(
+    name for name, region in zip(ALL_NODE_NAMES, NODE_REGIONS, strict=True) if region == REAL_REGION
+)
 GPUS_PER_REAL_NODE = 2
 
 
@@ -36,8 +47,8 @@ def real_cluster_env() -> dict[str, str]:
         "CLUSTER_NAME": REAL_CLUSTER_NAME,
         "TSUNAGU_STATE": str(REAL_STATE),
         "TOPOLOGY": str(REAL_TOPOLOGY),
-        "REAL_NODES": str(len(REAL_NODE_NAMES)),
-        "REAL_REGION": REAL_REGION,
+        "REAL_NODES": str(len(NODE_REGIONS)),
+        "REAL_REGIONS": ",".join(NODE_REGIONS),
         "REAL_GPUS": str(GPUS_PER_REAL_NODE),
     }
 
@@ -134,6 +145,48 @@ def dataset_server(listen_host: str, added_rtt_ms: float = 2.0) -> Iterator[Data
     finally:
         server.shutdown()
         server.server_close()
+
+
+class GpusInUse:
+    """Samples, every half second until stopped, the GPUs requested by the pods each node is
+    running (phase Running): the most any node ran at once is in `most`. What the kubelet admits
+    is what runs; a node never runs more than it has, whatever the API server was told."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(cluster.api_client())
+        self.most: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpus-in-use", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                pods = self._core.list_pod_for_all_namespaces(field_selector="status.phase=Running")
+            except Exception:  # a missed sample is no finding
+                continue
+            running: dict[str, int] = {}
+            for pod in pods.items:
+                node = pod.spec.node_name
+                for container in pod.spec.containers:
+                    resources = container.resources
+                    # An extended resource's request is its limit when only the limit is given.
+                    gpus = int((resources.requests or {}).get("nvidia.com/gpu")
+                               or (resources.limits or {}).get("nvidia.com/gpu") or 0)  # fmt: skip
+                    running[node] = running.get(node, 0) + gpus
+            for node, gpus in running.items():
+                self.most[node] = max(self.most.get(node, 0), gpus)
+            self.samples += 1
+
+    def __enter__(self) -> GpusInUse:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def state_exists() -> bool:

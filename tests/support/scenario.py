@@ -67,8 +67,15 @@ def region_nodes(cluster: Cluster, region: str) -> list[str]:
     return sorted(node["metadata"]["name"] for node in nodes)
 
 
-def fill_region(cluster: Cluster, namespace: str, region: str) -> list[str]:
-    """Occupies every GPU of a region with pods bound straight to its nodes."""
+def fill_region(
+    cluster: Cluster, namespace: str, region: str, only_free: bool = False
+) -> list[str]:
+    """Occupies every GPU of a region with pods bound straight to its nodes (`only_free`: of
+    the nodes whose GPUs are all free, leaving the others as they are)."""
+    nodes = region_nodes(cluster, region)
+    if only_free:
+        free = free_gpus_by_node(cluster)
+        nodes = [node for node in nodes if free.get(node) == 8]
     pods = [
         {
             "apiVersion": "v1",
@@ -85,7 +92,7 @@ def fill_region(cluster: Cluster, namespace: str, region: str) -> list[str]:
                 ],
             },
         }
-        for node in region_nodes(cluster, region)
+        for node in nodes
     ]
     cluster.apply(pods)
     return [pod["metadata"]["name"] for pod in pods]
@@ -134,6 +141,12 @@ def node_regions(cluster: Cluster) -> dict[str, str]:
         n["metadata"]["name"]: n["metadata"]["labels"].get("topology.kubernetes.io/region", "")
         for n in nodes
     }
+
+
+def region_of(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    """The regions of the nodes a job's pods are bound to."""
+    where = node_regions(cluster)
+    return {where[p["spec"]["nodeName"]] for p in job_pods(cluster, namespace, name)}
 
 
 def events_for(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:

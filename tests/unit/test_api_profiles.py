@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -135,3 +136,21 @@ def test_training_job_workload_class_is_parsed() -> None:
     assert parse_training_job(job).workload_class == "llm-ft"
     del job["spec"]["workloadClass"]
     assert parse_training_job(job).workload_class is None
+
+
+def test_the_trusted_condition_time_and_the_uid_are_read() -> None:
+    profile = parse_throughput_profile(
+        {
+            "metadata": {"name": "llm", "namespace": "team", "uid": "u-1"},
+            "spec": {"workloadClass": "llm"},
+            "status": {
+                "conditions": [
+                    {"type": "Other", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                    {"type": "Trusted", "status": "True", "reason": "RuleHolds",
+                     "lastTransitionTime": "2026-12-01T09:10:05Z"},
+                ]
+            },
+        }
+    )  # fmt: skip
+    assert profile.uid == "u-1"
+    assert profile.trusted_since == datetime(2026, 12, 1, 9, 10, 5, tzinfo=UTC).timestamp()

@@ -30,7 +30,7 @@ SOURCE_CRDS = sorted(path.name for path in CRD_DIR.glob("*.yaml"))
 
 
 def test_there_are_crds_to_ship() -> None:
-    assert len(SOURCE_CRDS) == 4, SOURCE_CRDS
+    assert len(SOURCE_CRDS) == 5, SOURCE_CRDS
 
 
 @pytest.mark.parametrize("name", SOURCE_CRDS)

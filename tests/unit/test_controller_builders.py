@@ -99,6 +99,19 @@ def test_bind_mode_names_tsunagu_as_scheduler_and_sets_no_affinity() -> None:
     assert "affinity" not in pod["spec"]
 
 
+def test_bind_mode_with_a_node_creates_the_pod_on_it() -> None:
+    pod = build_pod(job(PlacementMode.Bind), JOB_BODY, 0, "tokyo", None, node="tokyo-3")
+    assert pod["spec"]["nodeName"] == "tokyo-3"
+    assert pod["spec"]["schedulerName"] == "tsunagu"
+    unbound = build_pod(job(PlacementMode.Bind), JOB_BODY, 0, "tokyo", None)
+    assert "nodeName" not in unbound["spec"]
+
+
+def test_delegate_mode_never_sets_a_node() -> None:
+    pod = build_pod(job(PlacementMode.Delegate), JOB_BODY, 0, "osaka", None, node="osaka-1")
+    assert "nodeName" not in pod["spec"]
+
+
 def test_delegate_mode_requires_the_region_and_keeps_the_default_scheduler() -> None:
     pod = build_pod(job(PlacementMode.Delegate), JOB_BODY, 0, "osaka", None)
     assert "schedulerName" not in pod["spec"]

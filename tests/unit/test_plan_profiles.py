@@ -1,4 +1,5 @@
-"""`tsunagu plan` with ThroughputProfiles: a trusted profile predicts its class's loss."""
+"""`tsunagu plan` with ThroughputProfiles: a trusted profile of the job's namespace, or of the
+default profiles' namespace, predicts its class's loss."""
 
 from __future__ import annotations
 
@@ -62,14 +63,20 @@ def _profile(namespace: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("profile_namespace", "placed"),
-    [(None, False), ("team-a", True), ("team-b", False)],
-    ids=["no-profile", "same-namespace", "other-namespace"],
+    ("profile_namespace", "defaults", "placed"),
+    [
+        (None, [], False),
+        ("team-a", [], True),
+        ("team-b", [], False),
+        ("team-b", ["--default-profiles-namespace", "team-b"], True),
+    ],
+    ids=["no-profile", "same-namespace", "other-namespace", "default-namespace"],
 )
 def test_a_trusted_profile_places_what_the_reference_curve_refuses(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     profile_namespace: str | None,
+    defaults: list[str],
     placed: bool,
 ) -> None:
     text = WORLD
@@ -77,7 +84,7 @@ def test_a_trusted_profile_places_what_the_reference_curve_refuses(
         text += "---\n" + yaml.safe_dump(_profile(profile_namespace))
     path = tmp_path / "world.yaml"
     path.write_text(text, encoding="utf-8")
-    code = main(["plan", "-f", str(path), "-o", "json"])
+    code = main(["plan", "-f", str(path), "-o", "json", *defaults])
     captured = capsys.readouterr()
     assert (code, captured.err) == (0, "")
     (job,) = json.loads(captured.out)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from tsunagu.api.fields import UNNAMED, Fields, SpecError
 from tsunagu.api.kube import parse_node, parse_pod
 from tsunagu.api.names import DATASET_KIND, GPU_RESOURCE, REGION_KIND, TRAINING_JOB_KIND
-from tsunagu.api.podspec import host_ports, pod_requests, required_node_terms, tolerations
+from tsunagu.api.podspec import pod_requirements
 from tsunagu.api.scheduling import PodRequirements
 from tsunagu.api.types import (
     BreachAction,
@@ -61,7 +61,7 @@ def object_label(obj: object, *, namespaced: bool) -> str:
     return f"{namespace}/{name}"
 
 
-def _metadata(obj: object, kind: str, *, namespaced: bool) -> tuple[Fields, str, str]:
+def object_root(obj: object, kind: str, *, namespaced: bool) -> tuple[Fields, str, str]:
     """The object's root fields (named for errors), its namespace and its name."""
     root = Fields.root(obj, kind)
     metadata = root.required_child("metadata")
@@ -76,7 +76,7 @@ def _metadata(obj: object, kind: str, *, namespaced: bool) -> tuple[Fields, str,
     return root, namespace, name
 
 
-def _created_at(root: Fields) -> float:
+def created_at(root: Fields) -> float:
     metadata = root.child_or_empty("metadata")
     value = metadata.raw("creationTimestamp")
     if value is None:
@@ -95,7 +95,7 @@ def _created_at(root: Fields) -> float:
 
 
 def parse_region(obj: object) -> RegionSpec:
-    root, _, name = _metadata(obj, REGION_KIND, namespaced=False)
+    root, _, name = object_root(obj, REGION_KIND, namespaced=False)
     spec = root.child_or_empty("spec")
     links = tuple(
         DeclaredLink(
@@ -171,7 +171,7 @@ def _access(spec: Fields) -> DatasetAccess:
 
 
 def parse_dataset(obj: object) -> DatasetSpec:
-    root, namespace, name = _metadata(obj, DATASET_KIND, namespaced=True)
+    root, namespace, name = object_root(obj, DATASET_KIND, namespaced=True)
     spec = root.required_child("spec")
     home = spec.required_text("homeRegion")
     residency = _residency(spec)
@@ -254,17 +254,11 @@ def _pod_requirements(spec: Fields, mode: PlacementMode, gpus: int) -> PodRequir
                     "is not supported in placement mode Bind (tsunagu binds the pods itself and "
                     "does not implement it); remove it or use mode Delegate",
                 )
-    return PodRequirements.of(
-        pod_requests(pod_spec, {GPU_RESOURCE: gpus} if gpus > 0 else None),
-        tolerations=tolerations(pod_spec),
-        node_selector=pod_spec.string_map("nodeSelector"),
-        required_terms=required_node_terms(pod_spec),
-        host_ports=host_ports(pod_spec),
-    )
+    return pod_requirements(pod_spec, {GPU_RESOURCE: gpus} if gpus > 0 else None)
 
 
 def parse_training_job(obj: object) -> TrainingJobSpec:
-    root, namespace, name = _metadata(obj, TRAINING_JOB_KIND, namespaced=True)
+    root, namespace, name = object_root(obj, TRAINING_JOB_KIND, namespaced=True)
     spec = root.required_child("spec")
     priority = spec.integer("priority")
     backoff_limit = spec.integer("backoffLimit", minimum=0)
@@ -286,7 +280,7 @@ def parse_training_job(obj: object) -> TrainingJobSpec:
         data_profile=_data_profile(spec),
         priority=0 if priority is None else priority,
         backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff_limit is None else backoff_limit,
-        created_at=_created_at(root),
+        created_at=created_at(root),
         requirements=_pod_requirements(spec, placement.mode, gpus_per_replica),
         workload_class=spec.text("workloadClass"),
     )

@@ -16,6 +16,7 @@ from tsunagu.api.scheduling import (
     ALL_HOST_IPS,
     HostPort,
     NodeSelectorTerm,
+    PodRequirements,
     SelectorOperator,
     SelectorRequirement,
     TaintEffect,
@@ -200,3 +201,17 @@ def host_ports(spec: Fields) -> tuple[HostPort, ...]:
     """
     sidecars = [c for c in spec.maps("initContainers") if is_restartable(c)]
     return tuple(_ports_of([*sidecars, *spec.maps("containers")]))
+
+
+def pod_requirements(
+    spec: Fields, first_container: dict[str, int] | None = None
+) -> PodRequirements:
+    """What a pod asks of its node, read as kube-scheduler's Filter plugins read it (with
+    `first_container`'s requests put on its first container, as for a TrainingJob's GPUs)."""
+    return PodRequirements.of(
+        pod_requests(spec, first_container),
+        tolerations=tolerations(spec),
+        node_selector=spec.string_map("nodeSelector"),
+        required_terms=required_node_terms(spec),
+        host_ports=host_ports(spec),
+    )

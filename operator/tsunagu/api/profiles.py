@@ -79,6 +79,10 @@ class ThroughputProfile:
     confidence: float | None = None
     trusted: bool = False
     fitted_at: float | None = None
+    # When the Trusted condition last changed status: a writer keeps it while it holds.
+    trusted_since: float | None = None
+    uid: str | None = None
+    generation: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -126,6 +130,13 @@ def _model(status: Fields) -> ProfileModel | None:
     )
 
 
+def _trusted_since(status: Fields) -> float | None:
+    for condition in status.maps("conditions"):
+        if condition.raw("type") == "Trusted":
+            return _timestamp(condition, "lastTransitionTime")
+    return None
+
+
 def parse_throughput_profile(obj: object) -> ThroughputProfile:
     root = Fields.root(obj, THROUGHPUT_PROFILE_KIND)
     metadata = root.required_child("metadata")
@@ -150,6 +161,9 @@ def parse_throughput_profile(obj: object) -> ThroughputProfile:
         confidence=status.number("confidence", minimum=0, maximum=1),
         trusted=status.boolean("trusted", False),
         fitted_at=_timestamp(status, "fittedAt"),
+        trusted_since=_trusted_since(status),
+        uid=metadata.text("uid"),
+        generation=metadata.integer("generation", minimum=0),
     )
 
 
@@ -177,11 +191,12 @@ def status_of(
     fitted_at: float,
     untrusted_because: tuple[str, ...] = (),
     observed_generation: int | None = None,
+    transitioned_at: float | None = None,
 ) -> dict[str, object]:
     """The `status` of a ThroughputProfile as the CRD defines it, ready for a status patch.
 
-    The `Trusted` condition's `lastTransitionTime` is `fitted_at`; a writer that keeps the old
-    condition when its status did not change keeps the transition time too.
+    The `Trusted` condition's `lastTransitionTime` is `transitioned_at`, else `fitted_at`: a
+    writer whose condition keeps its status passes the time it last changed.
     """
 
     def sample(s: ThroughputSample) -> dict[str, object]:
@@ -207,7 +222,9 @@ def status_of(
                 "message": "the trust rule holds"
                 if trusted
                 else "; ".join(untrusted_because)[:32768],
-                "lastTransitionTime": _rfc3339(fitted_at),
+                "lastTransitionTime": _rfc3339(
+                    fitted_at if transitioned_at is None else transitioned_at
+                ),
             }
         ],
     }

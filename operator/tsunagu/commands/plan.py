@@ -29,10 +29,11 @@ from tsunagu.api.parse import (
 )
 from tsunagu.api.profiles import ThroughputProfile, parse_throughput_profile
 from tsunagu.api.types import DatasetSpec, NodeInfo, PodUsage, RegionSpec, TrainingJobSpec
-from tsunagu.placement.calibration import fitted_models
+from tsunagu.placement.calibration import fitted_models, with_defaults
 from tsunagu.placement.engine import Candidate, Decision, EngineSettings, allocations_of, decide
 from tsunagu.placement.latency import LatencyMatrix
 from tsunagu.placement.snapshot import ClusterSnapshot
+from tsunagu.placement.throughput import FittedModel
 from tsunagu.placement.wire import decision_numbers
 
 EXIT_OK = 0
@@ -92,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="table",
         help="output format (default: table)",
     )
+    parser.add_argument(
+        "--default-profiles-namespace",
+        default="",
+        metavar="NAMESPACE",
+        help="its ThroughputProfiles apply to jobs of every namespace without a trusted one of "
+        "the class, as the operator's flag of the same name (default: none)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -105,7 +113,7 @@ def execute(args: argparse.Namespace) -> int:
         _fail(str(error))
         return EXIT_BAD_INPUT
     try:
-        decisions = _plan(inputs)
+        decisions = _plan(inputs, args.default_profiles_namespace)
         text = _as_json(decisions) if args.output == "json" else _as_table(decisions)
     except Exception as error:  # never a traceback to a user
         _fail(f"internal error, please report it: {type(error).__name__}: {error}")
@@ -193,7 +201,7 @@ def _check_references(inputs: _Inputs) -> None:
 # Planning --------------------------------------------------------------------------------
 
 
-def _plan(inputs: _Inputs) -> tuple[Decision, ...]:
+def _plan(inputs: _Inputs, default_namespace: str = "") -> tuple[Decision, ...]:
     regions = list(inputs.regions.values())
     # Offline there is no Prometheus: declared links are the only latency there is.
     matrix = LatencyMatrix.build(regions)
@@ -205,11 +213,17 @@ def _plan(inputs: _Inputs) -> tuple[Decision, ...]:
         matrix,
         now=0.0,
     )
-    # As plan_batch, with each namespace's learned profiles (refitted from their samples).
+
+    # As plan_batch, with each namespace's learned profiles (refitted from their samples) and
+    # the defaults', as the operator's catalog chooses them.
+    def models_of(namespace: str) -> dict[str, FittedModel]:
+        return fitted_models([p for p in inputs.profiles.values() if p.namespace == namespace])
+
+    defaults = models_of(default_namespace)
     settings = {
         namespace: EngineSettings(
-            fitted_models=fitted_models(
-                [p for p in inputs.profiles.values() if p.namespace == namespace]
+            fitted_models=with_defaults(
+                models_of(namespace), defaults, namespace, default_namespace
             )
         )
         for namespace in {job.namespace for job in inputs.jobs.values()}

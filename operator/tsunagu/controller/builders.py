@@ -106,12 +106,14 @@ def build_pod(
     dataset: DatasetSpec | None,
     region_selector: Mapping[str, str] | None = None,
     extra_tolerations: Sequence[Mapping[str, str]] = (),
+    node: str | None = None,
 ) -> dict[str, Any]:
     """Pod of one rank, wired for torch.distributed (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT).
     `extra_tolerations` (the operator's --gang-toleration) are added to the template's own.
 
-    In Bind mode tsunagu is the pod's scheduler and binds it itself; in Delegate mode a required
-    node affinity keeps the default scheduler inside the chosen region.
+    In Bind mode tsunagu is the pod's scheduler: with `node`, the pod is created on it (bound
+    from its first version), else it is bound after creation. In Delegate mode a required node
+    affinity keeps the default scheduler inside the chosen region.
     """
     template = copy.deepcopy(dict(job_body.get("spec", {}).get("template") or {}))
     template_metadata = template.get("metadata") or {}
@@ -153,6 +155,8 @@ def build_pod(
     _wire_dataset_volume(spec, dataset, region)
     if job.placement.mode is PlacementMode.Bind:
         spec["schedulerName"] = SCHEDULER_NAME
+        if node is not None:
+            spec["nodeName"] = node
     else:
         selector = region_selector or {REGION_LABEL: region}
         spec["affinity"] = _region_affinity(spec.get("affinity"), selector)

@@ -1,5 +1,5 @@
-"""The hub's own objects, the ones no cluster owns: Regions, Datasets and the latency
-measurements between regions, with the latency matrix built from them.
+"""The hub's own objects, the ones no cluster owns: Regions, Datasets, ThroughputProfiles and
+the latency measurements between regions, with the latency matrix built from them.
 
 The matrix is rebuilt only when a Region or the measurements change (it judges staleness at the
 moment it is asked, not when it is built), and the decision loop, the latency-budget monitor and
@@ -17,10 +17,11 @@ from tsunagu.api.parse import SpecError, parse_dataset, parse_region
 from tsunagu.api.profiles import ThroughputProfile, parse_throughput_profile
 from tsunagu.api.types import DatasetSpec, JobKey, NodeInfo, PodUsage, RegionSpec
 from tsunagu.controller.cluster.view import ClusterView
-from tsunagu.placement.calibration import fitted_models
+from tsunagu.placement.calibration import fitted_models, with_defaults
 from tsunagu.placement.engine import EngineSettings
 from tsunagu.placement.latency import DEFAULT_STALENESS_SECONDS, LatencyMatrix, Measurement
 from tsunagu.placement.snapshot import ClusterSnapshot
+from tsunagu.placement.throughput import FittedModel
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +41,21 @@ class Catalog:
         self,
         staleness_seconds: float = DEFAULT_STALENESS_SECONDS,
         declared_fallback: bool = False,
+        default_profiles_namespace: str = "",
     ) -> None:
         self.staleness_seconds = staleness_seconds
         self.declared_fallback = declared_fallback
+        # Its ThroughputProfiles apply to every namespace without a trusted one of the class
+        # ("": no cluster-wide defaults).
+        self.default_profiles_namespace = default_profiles_namespace
         self.regions: dict[str, RegionSpec] = {}
         self.datasets: dict[JobKey, DatasetSpec] = {}
         self.dataset_objects: dict[JobKey, DatasetObject] = {}
         self.profiles: dict[JobKey, ThroughputProfile] = {}
         # Engine settings per namespace with the models learned there, built when asked after
-        # a profile changed.
+        # a profile changed; the default profiles' fits, refitted once for all namespaces.
         self._engines: dict[str, tuple[EngineSettings, EngineSettings]] = {}
+        self._default_models: dict[str, FittedModel] | None = None
         # The latest measurement of every pair ever measured: a pair the source stops reporting
         # (its probe gone) keeps its last one, which then goes stale, rather than vanishing and
         # leaving its declared link to stand in silently.
@@ -117,22 +123,46 @@ class Catalog:
         except SpecError as error:
             logger.warning("ignoring throughput profile: %s", error)
             self.profiles.pop(key, None)
-        self._engines.pop(key[0], None)
+        self._profiles_changed(key[0])
 
     def delete_profile(self, namespace: str, name: str) -> None:
         self.profiles.pop((namespace, name), None)
-        self._engines.pop(namespace, None)
+        self._profiles_changed(namespace)
+
+    def _profiles_changed(self, namespace: str) -> None:
+        if namespace == self.default_profiles_namespace:
+            self._default_models = None
+            self._engines.clear()  # every namespace may use a default
+        else:
+            self._engines.pop(namespace, None)
+
+    def profile_for(self, namespace: str, workload_class: str) -> ThroughputProfile | None:
+        """The profile of a class in a namespace that the engine's fit comes from: of several,
+        the last by name (as `fitted_models` lets a later one win)."""
+        found = None
+        for profile in self._profiles_of(namespace):
+            if profile.workload_class == workload_class:
+                found = profile
+        return found
 
     def engine_for(self, namespace: str, base: EngineSettings) -> EngineSettings:
-        """`base` with the trusted models of the namespace's ThroughputProfiles (profiles apply
-        to the jobs of their own namespace)."""
+        """`base` with the models of the namespace's own ThroughputProfiles and, for a class
+        without a trusted one there, the trusted model of the cluster-wide default profile
+        (`calibration.with_defaults`)."""
         cached = self._engines.get(namespace)
         if cached is not None and cached[0] is base:
             return cached[1]
-        profiles = [p for (ns, _), p in sorted(self.profiles.items()) if ns == namespace]
-        engine = replace(base, fitted_models=fitted_models(profiles)) if profiles else base
+        default = self.default_profiles_namespace
+        if self._default_models is None:
+            self._default_models = fitted_models(self._profiles_of(default))
+        own = fitted_models(self._profiles_of(namespace))
+        models = with_defaults(own, self._default_models, namespace, default)
+        engine = replace(base, fitted_models=models) if models else base
         self._engines[namespace] = (base, engine)
         return engine
+
+    def _profiles_of(self, namespace: str) -> list[ThroughputProfile]:
+        return [p for (ns, _), p in sorted(self.profiles.items()) if ns == namespace]
 
     # --- latency ---------------------------------------------------------------------------
     @property

@@ -66,3 +66,17 @@ WRITES_REFUSED = Counter(
     "tsunagu_writes_refused_total",
     "Writes refused before they were sent because this replica was not (or no longer) leading.",
 )
+THROUGHPUT_REJECTED = Counter(
+    "tsunagu_throughput_samples_rejected_total",
+    "Series of observed job throughput not learned from, by reason (parse_vector's reasons, "
+    "and unknown_job, warming_up, rtt_unknown for jobs the operator cannot sample).",
+    ["reason"],
+)
+THROUGHPUT_QUERY_FAILURES = Counter(
+    "tsunagu_throughput_query_failures_total",
+    "Throughput queries to Prometheus that failed; the profiles stay as they were.",
+)
+THROUGHPUT_SAMPLES_LEARNED = Counter(
+    "tsunagu_throughput_samples_learned_total",
+    "Samples of observed throughput merged into ThroughputProfiles.",
+)

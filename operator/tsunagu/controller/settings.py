@@ -1,5 +1,5 @@
 """Operator settings, in sections by meaning (latency, scheduling, reporting, serving, leader
-election), read from
+election, health, learning), read from
 command-line flags, each also readable from `TSUNAGU_<FLAG>` in the environment (how the Helm
 chart passes them)."""
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from tsunagu.api.scheduling import TaintEffect, Toleration, TolerationOperator
 from tsunagu.placement.engine import EngineSettings
 from tsunagu.sources.latency import LatencySettings
+from tsunagu.sources.throughput_prometheus import DEFAULT_QUERY, ThroughputQuerySettings
 
 
 def gang_toleration(text: str) -> Toleration:
@@ -50,11 +51,18 @@ class SchedulingSettings:
     retry_interval: float = 15.0
     # Gangs created and bound at the same time.
     bind_concurrency: int = 8
+    # Bind mode: each pod is created with its node already set (one write per pod) instead of
+    # created, then bound (two). See docs/operator.md, "Creating pods bound".
+    create_pods_bound: bool = True
     # A gang on a node NotReady for longer than this is placed again (a node gone: at once).
     node_lost_grace_seconds: float = 300.0
     # Added to every gang pod (and honoured when placing): the toleration of the taint that
     # keeps other schedulers' pods off the GPU nodes.
     gang_tolerations: tuple[Toleration, ...] = ()
+    # The namespace of the cluster-wide default ThroughputProfiles, used for a class in every
+    # namespace without a trusted profile of its own ("": none). `from_args` defaults it to the
+    # namespace of the Lease, the operator's own.
+    default_profiles_namespace: str = ""
 
     def engine(self) -> EngineSettings:
         return EngineSettings(
@@ -98,6 +106,22 @@ class LeaderElectionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningSettings:
+    """Learning each workload class's sensitivity from its jobs' throughput (docs/throughput.md):
+    the leader reads it from the Prometheus of the latency section every `interval_seconds`."""
+
+    # 0: off (also off without a Prometheus URL).
+    interval_seconds: float = 60.0
+    query: ThroughputQuerySettings = field(default_factory=ThroughputQuerySettings)
+    # A job is sampled once it has run this long: the query's rate() window must hold only its
+    # present pods (not its start, nor its pods in another region before a requeue).
+    warmup_seconds: float = 120.0
+    # A class without a ThroughputProfile in the job's namespace gets one named after it; off:
+    # only profiles that exist are updated.
+    create_profiles: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSettings:
     # /healthz fails once no request reached the API server for this long.
     api_unreachable_seconds: float = 60.0
@@ -113,6 +137,7 @@ class OperatorSettings:
     serving: ServingSettings = field(default_factory=ServingSettings)
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    learning: LearningSettings = field(default_factory=LearningSettings)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -151,11 +176,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(
         "default-max-throughput-loss", float, None, "throughput-loss budget for jobs that set none"
     )
+    # Not `flag`: an empty value is meaningful (no defaults), not "unset".
+    parser.add_argument(
+        "--default-profiles-namespace", default=_env("default-profiles-namespace"),
+        help="namespace whose ThroughputProfiles apply to every namespace without a trusted "
+        "one of the class; default: the Lease's namespace; empty: none "
+        "(env TSUNAGU_DEFAULT_PROFILES_NAMESPACE)",
+    )  # fmt: skip
     flag("metrics-port", int, 8080, "port of the Prometheus metrics endpoint (0: off)")
     flag("liveness-port", int, 8081, "port of the /healthz liveness endpoint (0: off)")
     flag("log-format", str, "plain", "plain or json")
     flag("retry-interval", float, 15.0, "seconds between retries of pending jobs")
     flag("bind-concurrency", int, 8, "gangs created and bound at the same time")
+    parser.add_argument(
+        "--create-pods-bound", type=_boolean,
+        default=_boolean(_env("create-pods-bound") or "true"),
+        help="Bind mode: create each pod with its node set, one write instead of create + bind "
+        "(env TSUNAGU_CREATE_PODS_BOUND)",
+    )  # fmt: skip
     flag(
         "node-lost-grace-seconds", float, 300.0,
         "a gang on a node NotReady for longer than this is placed again",
@@ -173,6 +211,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{help_text} (env TSUNAGU_{name.upper().replace('-', '_')})",
         )  # fmt: skip
     add_leader_election_arguments(parser, flag)
+    add_learning_arguments(parser, flag)
+
+
+def add_learning_arguments(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    defaults = LearningSettings()
+    flag(
+        "throughput-interval", float, defaults.interval_seconds,
+        "seconds between reads of the jobs' throughput from Prometheus (0: learn nothing)",
+    )  # fmt: skip
+    flag(
+        "throughput-query", str, None,
+        f"PromQL returning each running job's throughput (default: {DEFAULT_QUERY})",
+    )  # fmt: skip
+    flag("throughput-namespace-label", str, "namespace", "label of the job's namespace")
+    flag("throughput-job-label", str, "job", "label of the TrainingJob's name")
+    flag(
+        "throughput-warmup-seconds", float, defaults.warmup_seconds,
+        "a job's throughput is sampled once it has run this long (the query's window)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--throughput-create-profiles", type=_boolean,
+        default=_boolean(_env("throughput-create-profiles") or "true"),
+        help="create a ThroughputProfile named after a class that has none in the job's "
+        "namespace (true or false; env TSUNAGU_THROUGHPUT_CREATE_PROFILES)",
+    )  # fmt: skip
+
+
+def learning_from_args(args: argparse.Namespace) -> LearningSettings:
+    for name in ("throughput_interval", "throughput_warmup_seconds"):
+        if getattr(args, name) < 0:
+            flag = name.replace("_", "-")
+            raise SystemExit(f"tsunagu run: --{flag} must be 0 or more (got {getattr(args, name)})")
+    return LearningSettings(
+        interval_seconds=args.throughput_interval,
+        query=ThroughputQuerySettings(
+            query=args.throughput_query or DEFAULT_QUERY,
+            namespace_label=args.throughput_namespace_label,
+            job_label=args.throughput_job_label,
+        ),
+        warmup_seconds=args.throughput_warmup_seconds,
+        create_profiles=args.throughput_create_profiles,
+    )
 
 
 def add_leader_election_arguments(parser: argparse.ArgumentParser, flag: Flag) -> None:
@@ -285,6 +365,8 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         )
     except ValueError as error:
         raise SystemExit(f"tsunagu run: {error}") from None
+    leader_election = leader_election_from_args(args)
+    default_profiles = args.default_profiles_namespace
     return OperatorSettings(
         namespaces=tuple(args.namespace or args.env_namespaces),
         latency=LatencySettings(
@@ -300,8 +382,12 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             default_max_throughput_loss=args.default_max_throughput_loss,
             retry_interval=args.retry_interval,
             bind_concurrency=args.bind_concurrency,
+            create_pods_bound=args.create_pods_bound,
             node_lost_grace_seconds=args.node_lost_grace_seconds,
             gang_tolerations=tolerations,
+            default_profiles_namespace=(
+                leader_election.namespace if default_profiles is None else default_profiles
+            ),
         ),
         reporting=ReportingSettings(hold_seconds=args.report_hold_seconds),
         serving=ServingSettings(
@@ -310,6 +396,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             log_format=args.log_format,
             verbose=args.verbose,
         ),
-        leader_election=leader_election_from_args(args),
+        leader_election=leader_election,
         health=HealthSettings(api_unreachable_seconds=args.api_unreachable_seconds),
+        learning=learning_from_args(args),
     )

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from tsunagu.api.profiles import ModelKind, ProfileModel, ThroughputProfile, ThroughputSample
 from tsunagu.placement.throughput import FittedModel, curve_loss
@@ -316,11 +316,35 @@ def calibrate_profile(profile: ThroughputProfile, rule: TrustRule = TrustRule())
 def fitted_models(
     profiles: Sequence[ThroughputProfile], rule: TrustRule = TrustRule()
 ) -> dict[str, FittedModel]:
-    """{class: fitted model} for `EngineSettings.fitted_models`, from the profiles of one
-    namespace (and the cluster-wide defaults before them: a later profile of a class wins)."""
+    """{class: fitted model} from the profiles of one namespace (of several profiles of a
+    class, a later one wins); `with_defaults` adds the cluster-wide defaults."""
     models: dict[str, FittedModel] = {}
     for profile in profiles:
         fitted = calibrate_profile(profile, rule).fitted
         if fitted is not None:
             models[profile.workload_class] = fitted
+    return models
+
+
+def with_defaults(
+    own: Mapping[str, FittedModel],
+    defaults: Mapping[str, FittedModel],
+    namespace: str,
+    default_namespace: str,
+) -> dict[str, FittedModel]:
+    """The fits the engine gets for the jobs of `namespace`, per class, from its own profiles'
+    fits and those of the cluster-wide default profiles in `default_namespace` ("": none;
+    `fitted_models` of each): its own fit when trusted, else the default's when trusted
+    (marked as coming from there), else its own untrusted fit, which the engine does not use
+    (docs/throughput.md).
+
+    An untrusted profile of its own does not hide the default: the learner creates one for
+    every class it sees, long before it holds enough samples to be trusted."""
+    models = dict(own)
+    if not default_namespace or default_namespace == namespace:
+        return models
+    for workload_class, fitted in defaults.items():
+        mine = models.get(workload_class)
+        if fitted.trusted and (mine is None or not mine.trusted):
+            models[workload_class] = replace(fitted, default_from=default_namespace)
     return models

@@ -81,6 +81,9 @@ class FittedModel:
     rms_error: float  # of the predicted loss over those samples
     confidence: float  # 0..1, for people; `trusted` is what the engine acts on
     trusted: bool
+    # The namespace of the cluster-wide default profile it comes from; None: the job's own
+    # namespace's profile (see `calibration.with_defaults`).
+    default_from: str | None = None
 
     def loss(self, rtt_ms: float) -> float:
         return curve_loss(self.model.k, self.model.hidden_rtt_ms, rtt_ms)
@@ -111,9 +114,10 @@ class ThroughputModel:
 
 def describe_fitted(fitted: FittedModel) -> str:
     kind = "data-stall" if fitted.model.kind == ModelKind.DataStall else "curve"
+    where = f", cluster default in {fitted.default_from}" if fitted.default_from else ""
     return (
         f"{kind} calibrated on {fitted.samples} samples of class {fitted.workload_class}"
-        f" (rms {fitted.rms_error:.1%})"
+        f" (rms {fitted.rms_error:.1%}{where})"
     )
 
 

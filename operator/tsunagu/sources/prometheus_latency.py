@@ -29,11 +29,11 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from urllib3 import exceptions as urllib3_exceptions
-from urllib3.util.retry import Retry
 
 from tsunagu.placement.latency import Measurement
 from tsunagu.sources.latency import UpdateCallback
 from tsunagu.sources.latency_settings import PrometheusLatencySettings
+from tsunagu.sources.prometheus_http import connect
 from tsunagu.sources.promql import SampleProblem, read_instant_sample
 
 log = logging.getLogger(__name__)
@@ -210,13 +210,7 @@ class PrometheusLatencySource:
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else default_metrics()
-        # No client-side retries: the poller comes back on its own interval, and retries with
-        # back-off would stretch one refresh well past its timeout.
-        self._client = client or PrometheusConnect(
-            url=settings.url,
-            retry=Retry(total=0, raise_on_status=False),
-            timeout=settings.timeout_seconds,
-        )
+        self._client = client or connect(settings.url, settings.timeout_seconds)
         self.last_success: float | None = None
         self.last_error: str | None = None
 

@@ -18,7 +18,8 @@ import aiohttp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tsunagu.api.names import DATASETS, GROUP, REGIONS, TRAINING_JOBS, VERSION
+from tsunagu.api.names import DATASETS, GROUP, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS, VERSION
+from tsunagu.api.podgroups import POD_GROUP_API_VERSION, POD_GROUPS
 from tsunagu.controller import metrics
 from tsunagu.controller.cluster.watchstream import WatchStream
 
@@ -325,6 +326,38 @@ class Kube:
 
     async def patch_region_status(self, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/{REGIONS}/{name}/status"
+        await self._send(Lane.REPORTS, "PATCH", path, {"status": status}, MERGE_PATCH)
+
+    async def patch_pod_group(
+        self, namespace: str, name: str, metadata: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> None:
+        """The PodGroup's annotations (tsunagu's verdict) and its status, as two merge patches;
+        an absent part is not sent."""
+        path = f"/apis/{POD_GROUP_API_VERSION}/namespaces/{namespace}/{POD_GROUPS}/{name}"
+        if metadata:
+            await self._send(Lane.REPORTS, "PATCH", path, {"metadata": metadata}, MERGE_PATCH)
+        if status:
+            await self._send(
+                Lane.REPORTS, "PATCH", f"{path}/status", {"status": status}, MERGE_PATCH
+            )
+
+    async def create_throughput_profile(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The profile as created (with its uid); Conflict when one of that name exists."""
+        namespace = body["metadata"]["namespace"]
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{THROUGHPUT_PROFILES}"
+        try:
+            answer = await self._request(Lane.REPORTS, "POST", path, body)
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(body["metadata"]["name"]) from error
+            raise
+        created: dict[str, Any] = json.loads(answer)
+        return created
+
+    async def patch_throughput_profile_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{THROUGHPUT_PROFILES}/{name}/status"
         await self._send(Lane.REPORTS, "PATCH", path, {"status": status}, MERGE_PATCH)
 
     # --- the Lease (never gated) --------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from tsunagu.api.names import GPU_RESOURCE, JOB_LABEL, PODS_RESOURCE, RANK_LABEL
 from tsunagu.api.parse import SpecError, parse_node, parse_pod
+from tsunagu.api.podgroups import GroupPod, group_pod_from
 from tsunagu.api.types import JobKey, NodeInfo, PodUsage
 
 logger = logging.getLogger(__name__)
@@ -112,13 +113,15 @@ def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
 
 @dataclass
 class ClusterView:
-    """Nodes (with their readiness) and pods (every pod with its requests, and the pods of
-    TrainingJobs by job)."""
+    """Nodes (with their readiness) and pods (every pod with its requests, the pods of
+    TrainingJobs by job, and the members of pod groups by group)."""
 
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     # Every pod of the cluster by (namespace, name), with what it requests of its node.
     pods: dict[JobKey, PodUsage] = field(default_factory=dict)
     job_pods: dict[JobKey, dict[str, JobPod]] = field(default_factory=lambda: defaultdict(dict))
+    # Pods of other controllers that name tsunagu as scheduler, by group key (api.podgroups).
+    group_pods: dict[JobKey, dict[str, GroupPod]] = field(default_factory=lambda: defaultdict(dict))
     # Nodes whose Ready condition is not True → since when (unix seconds). Their pods are lost
     # once that lasted longer than a grace period (a cordon is not a loss).
     not_ready: dict[str, float] = field(default_factory=dict)
@@ -147,8 +150,8 @@ class ClusterView:
 
     # --- pods ------------------------------------------------------------------------------
     def upsert_pod(self, body: Mapping[str, Any]) -> tuple[JobKey | None, bool]:
-        """Records a pod; returns its TrainingJob (if any) and whether it released what it
-        held of a node."""
+        """Records a pod; returns its TrainingJob or pod group (if any) and whether it released
+        what it held of a node."""
         metadata = body.get("metadata") or {}
         key = (metadata.get("namespace", "default"), metadata.get("name", ""))
         released = False
@@ -165,10 +168,22 @@ class ClusterView:
             self.pods[key] = usage
         job = job_pod_from(body)
         if job is None:
-            return None, released
+            return self._upsert_group_pod(body), released
         job_key, pod = job
         self.job_pods[job_key][pod.name] = pod
         return job_key, released
+
+    def _upsert_group_pod(self, body: Mapping[str, Any]) -> JobKey | None:
+        try:
+            member = group_pod_from(body)
+        except SpecError as error:
+            logger.warning("ignoring pod of a pod group: %s", error)
+            return None
+        if member is None:
+            return None
+        key, pod = member
+        self.group_pods[key][pod.name] = pod
+        return key
 
     def delete_pod(self, body: Mapping[str, Any]) -> tuple[JobKey | None, bool]:
         metadata = body.get("metadata") or {}
@@ -176,15 +191,18 @@ class ClusterView:
         previous = self.pods.pop(key, None)
         released = previous is not None and _holds(previous)
         job = job_pod_from(body)
-        if job is None:
+        if job is not None:
+            job_key, pod = job
+            _drop(self.job_pods, job_key, pod.name)
+            return job_key, released
+        try:
+            member = group_pod_from(body)
+        except SpecError:
+            member = None
+        if member is None:
             return None, released
-        job_key, pod = job
-        pods = self.job_pods.get(job_key)
-        if pods is not None:
-            pods.pop(pod.name, None)
-            if not pods:
-                del self.job_pods[job_key]
-        return job_key, released
+        _drop(self.group_pods, member[0], member[1].name)
+        return member[0], released
 
     def forget_pods_except(self, present: set[JobKey]) -> tuple[set[JobKey], bool]:
         """After a fresh list: drops every pod not in `present` (namespace, name), whose deletion
@@ -193,17 +211,14 @@ class ClusterView:
         for key in [key for key in self.pods if key not in present]:
             usage = self.pods.pop(key)
             released = released or _holds(usage)
-        jobs = set()
-        for job_key, pods in list(self.job_pods.items()):
-            for name in [name for name in pods if (job_key[0], name) not in present]:
-                del pods[name]
-                jobs.add(job_key)
-            if not pods:
-                del self.job_pods[job_key]
+        jobs = _forget_missing(self.job_pods, present) | _forget_missing(self.group_pods, present)
         return jobs, released
 
     def pods_of(self, job: JobKey) -> dict[str, JobPod]:
         return dict(self.job_pods.get(job, {}))
+
+    def members_of(self, group: JobKey) -> dict[str, GroupPod]:
+        return dict(self.group_pods.get(group, {}))
 
     def node_usage(self) -> dict[str, dict[str, int]]:
         """Per node, the summed requests of the pods bound to it and not finished (with the
@@ -236,3 +251,23 @@ class ClusterView:
         if since is None:
             return float("inf")
         return max(0.0, since + grace_seconds - now)
+
+
+def _drop(by_key: dict[JobKey, dict[str, Any]], key: JobKey, name: str) -> None:
+    pods = by_key.get(key)
+    if pods is not None:
+        pods.pop(name, None)
+        if not pods:
+            del by_key[key]
+
+
+def _forget_missing(by_key: dict[JobKey, dict[str, Any]], present: set[JobKey]) -> set[JobKey]:
+    """Drops the pods not in `present`; returns the keys that lost some."""
+    changed = set()
+    for key, pods in list(by_key.items()):
+        for name in [name for name in pods if (key[0], name) not in present]:
+            del pods[name]
+            changed.add(key)
+        if not pods:
+            del by_key[key]
+    return changed

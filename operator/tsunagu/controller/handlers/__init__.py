@@ -7,9 +7,12 @@ from tsunagu.controller.handlers import (
     datasets,
     nodes,
     operator,
+    podgroups,
     regions,
     throughputprofiles,
     trainingjobs,
 )
 
-__all__ = ["datasets", "nodes", "operator", "regions", "throughputprofiles", "trainingjobs"]
+__all__ = [
+    "datasets", "nodes", "operator", "podgroups", "regions", "throughputprofiles", "trainingjobs",
+]  # fmt: skip

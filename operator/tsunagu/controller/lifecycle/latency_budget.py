@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 
 from tsunagu.api.conditions import FINISHED, LATENCY_BUDGET_MET, Reason
 from tsunagu.api.types import BreachAction, JobKey, TrainingJobSpec
@@ -17,7 +16,7 @@ from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.lifecycle.jobs import JobLifecycle, is_true
 from tsunagu.controller.report.events import EventRecorder
-from tsunagu.controller.report.status import ConditionUpdate, timestamp
+from tsunagu.controller.report.status import ConditionUpdate, parse_timestamp, timestamp
 from tsunagu.controller.report.statusbook import StatusBook
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.placement.engine import BudgetCheck, EngineSettings, check_latency_budget
@@ -117,10 +116,7 @@ class LatencyBudgetMonitor:
             kind = "Warning" if met is False else "Normal"
             self.events.job_event(job.key, kind, condition.reason, condition.message)
         if met is False and job.placement.on_latency_breach is BreachAction.Requeue:
-            over_for = now - _parse_time(latency["overBudgetSince"])
+            since = parse_timestamp(latency["overBudgetSince"])
+            over_for = now - (since if since is not None else now)
             if over_for >= job.placement.breach_tolerance_seconds:
                 await self.lifecycle.requeue(job, generation, now, "latency budget breached")
-
-
-def _parse_time(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -62,3 +62,10 @@ class EventRecorder:
         if body is None:
             return
         self.writer.post_event(event_body(body, kind, reason, message, timestamp(time.time())))
+
+    def object_event(
+        self, involved: Mapping[str, Any], kind: str, reason: str, message: str
+    ) -> None:
+        """An Event on any object (`involved` needs apiVersion, kind and metadata), e.g. the
+        pods and PodGroup of a pod group."""
+        self.writer.post_event(event_body(involved, kind, reason, message, timestamp(time.time())))

@@ -18,6 +18,10 @@ class AssumeCache:
     def assume(self, job: JobKey, pods: tuple[PodUsage, ...], now: float | None = None) -> None:
         self._by_job[job] = (time.monotonic() if now is None else now, pods)
 
+    def of(self, job: JobKey) -> tuple[PodUsage, ...]:
+        found = self._by_job.get(job)
+        return () if found is None else found[1]
+
     def forget(self, job: JobKey) -> None:
         self._by_job.pop(job, None)
 

@@ -1,6 +1,7 @@
-"""The gang binder: creates a placed job's pods, binds them (Bind mode) and makes its headless
-Service, all or nothing. If any pod cannot be created or bound, every pod this attempt created is
-deleted and the job is decided again after a backoff."""
+"""The gang binder: creates a placed job's pods on their nodes (Bind mode; or creates, then binds
+them with --create-pods-bound=false) and makes its headless Service, all or nothing. If any pod
+cannot be created or bound, every pod this attempt created is deleted and the job is decided
+again after a backoff."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
@@ -35,6 +36,8 @@ from tsunagu.placement.engine import Decision
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_BIND_BACKOFF_SECONDS = 60.0
 ROLLBACK_WAIT_SECONDS = 60.0
 
@@ -51,6 +54,7 @@ class GangBinder:
         assumed: AssumeCache,
         inflight: InFlight,
         concurrency: int,
+        create_pods_bound: bool = True,
         gang_tolerations: Sequence[Mapping[str, str]] = (),
         on_bound: Callable[[JobKey], None],
         on_rolled_back: Callable[[JobKey], Awaitable[None]],
@@ -63,6 +67,7 @@ class GangBinder:
         self.assumed = assumed
         self.inflight = inflight
         self.slots = asyncio.Semaphore(concurrency)
+        self.create_pods_bound = create_pods_bound
         self.gang_tolerations = tuple(gang_tolerations)
         # The lifecycle looks at the job after its gang is bound, or after it was rolled back.
         self.on_bound = on_bound
@@ -97,15 +102,22 @@ class GangBinder:
         dataset = self.catalog.dataset(job.namespace, job.dataset_ref)
         region = self.catalog.regions.get(decision.region)
         selector = dict(region.node_selector) if region and region.node_selector else None
+        bind = job.placement.mode is PlacementMode.Bind
+        bound_at_creation = bind and self.create_pods_bound
         pods = [
-            build_pod(job, body, rank, decision.region, dataset, selector, self.gang_tolerations)
-            for rank in range(job.replicas)
-        ]
-        await _all(self._create_pod(pod, ours) for pod in pods)
-        if job.placement.mode is PlacementMode.Bind:
+            build_pod(
+                job, body, rank, decision.region, dataset, selector, self.gang_tolerations,
+                node=node if bound_at_creation else None,
+            )
+            for rank, node in enumerate(decision.nodes)
+        ]  # fmt: skip
+        # Each pod's answer: None when it is on its node already, else the pod still unbound.
+        unbound = await _gather_all(self._create_pod(pod, ours) for pod in pods)
+        if bind:
             await _all(
                 self.client.bind_pod(job.namespace, pod_name(job.name, rank), node)
                 for rank, node in enumerate(decision.nodes)
+                if unbound[rank]
             )
         # After the pods, not before: kube-controller-manager's endpoints controllers look
         # through every pod of the namespace on each event of a pod the Service selects. Created
@@ -131,21 +143,27 @@ class GangBinder:
         if owners != [owner]:
             raise RuntimeError(f"Service {metadata['name']} exists and is not this job's")
 
-    async def _create_pod(self, pod: dict[str, Any], ours: list[str]) -> None:
+    async def _create_pod(self, pod: dict[str, Any], ours: list[str]) -> bool:
+        """Creates the pod; True when it still needs binding (created without a node)."""
         name = pod["metadata"]["name"]
+        wanted = pod["spec"].get("nodeName")
         try:
             await self.client.create_pod(pod)
             ours.append(name)
+            return wanted is None
         except Conflict:
-            # A pod of this name exists: only ours, unbound, may be reused (e.g. after a crash).
+            # A pod of this name exists: only ours may be reused (e.g. after a crash), unbound
+            # or already on the node chosen for it now.
             existing = await self.client.call(
                 self.client.read_pod, pod["metadata"]["namespace"], pod["metadata"]["name"]
             )
             owner = pod["metadata"]["ownerReferences"][0]["uid"]
             owners = [r.get("uid") for r in existing["metadata"].get("ownerReferences") or []]
-            if owner not in owners or existing["spec"].get("nodeName"):
+            node = existing["spec"].get("nodeName")
+            if owner not in owners or (node and node != wanted):
                 raise RuntimeError(f"pod {name} exists already") from None
             ours.append(name)
+            return not node
 
     async def _roll_back(self, job: TrainingJobSpec, error: BaseException, ours: list[str]) -> None:
         """Deletes the pods this attempt created (never a pod of someone else's with the same
@@ -245,7 +263,13 @@ def refusal_message(error: BaseException) -> str | None:
 async def _all(calls: Iterable[Awaitable[Any]]) -> None:
     """Like gather, but lets every call finish before raising the first error: a rollback must
     know every pod that was created."""
+    await _gather_all(calls)
+
+
+async def _gather_all(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """The answers of every call, after all of them finished; the first error is raised."""
     results = await asyncio.gather(*calls, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
+    return list(results)  # type: ignore[arg-type]

@@ -8,19 +8,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from tsunagu.api.conditions import SCHEDULED
+from tsunagu.api.podgroups import is_group_key
 from tsunagu.api.types import JobKey, PodUsage, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import pod_name
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.groups import PodGroupTracker
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.status import MAX_MESSAGE, placement_status, scheduled_condition
 from tsunagu.controller.report.statusbook import StatusBook
 from tsunagu.controller.scheduling.assume import AssumeCache
 from tsunagu.controller.scheduling.binder import GangBinder
+from tsunagu.controller.scheduling.groupbinder import PodGroupBinder
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.tasks import TaskGroup
@@ -46,6 +50,8 @@ class Scheduler:
         statuses: StatusBook,
         events: EventRecorder,
         binder: GangBinder,
+        groups: PodGroupTracker,
+        group_binder: PodGroupBinder,
         tasks: TaskGroup,
         engine: EngineSettings,
         retry_interval: float,
@@ -59,6 +65,8 @@ class Scheduler:
         self.statuses = statuses
         self.events = events
         self.binder = binder
+        self.groups = groups
+        self.group_binder = group_binder
         self.tasks = tasks
         self.engine = engine
         self.retry_interval = retry_interval
@@ -98,18 +106,34 @@ class Scheduler:
     ) -> ClusterSnapshot:
         """Decides one job; returns the snapshot the next job is decided against."""
         started = time.perf_counter()
-        decision = decide(job, snapshot, self.catalog.engine_for(job.namespace, self.engine))
+        group = is_group_key(job.key)
+        settings = self.catalog.engine_for(job.namespace, self.engine)
+        decision = decide(job, snapshot, settings)
+        if not decision.placed and group and job.placement.excluded_regions:
+            # Members offered again, kept to their group's region, fit there no more: they go
+            # where they fit, as a gang of their own.
+            job = replace(job, placement=replace(job.placement, excluded_regions=()))
+            decision = decide(job, snapshot, settings)
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         if decision.placed:
             self.queue.remove(job.key)
             self.inflight.add(job.key)
-            self.assumed.assume(job.key, _assumed_pods(job, decision))
-            self.tasks.spawn(
-                self.binder.bind(job, decision, now), name=f"bind {job.namespace}/{job.name}"
-            )
+            if group:
+                names = self.groups.state(job.key).requested
+                self.assumed.assume(job.key, _assumed_pods(job, decision, names))
+                binding = self.group_binder.bind(job, decision, now)
+            else:
+                names = tuple(pod_name(job.name, rank) for rank in range(job.replicas))
+                self.assumed.assume(job.key, _assumed_pods(job, decision, names))
+                binding = self.binder.bind(job, decision, now)
+            self.tasks.spawn(binding, name=f"bind {job.namespace}/{job.name}")
             # Every resource of each pod taken, not only its GPUs: the next job sees it.
             return with_decision(snapshot, decision, job)
-        if self._verdict_changed(job.key, decision):
+        if group:
+            write = self.group_binder.unplaced(job, decision)
+            if write is not None:
+                self.tasks.spawn(write, name=f"report group {job.namespace}/{job.name}")
+        elif self._verdict_changed(job.key, decision):
             self._report_unplaced(job, decision, now)
         return snapshot
 
@@ -141,13 +165,15 @@ class Scheduler:
             self.events.job_event(job.key, "Warning", decision.reason, condition.message)
 
 
-def _assumed_pods(job: TrainingJobSpec, decision: Decision) -> tuple[PodUsage, ...]:
+def _assumed_pods(
+    job: TrainingJobSpec, decision: Decision, names: Sequence[str]
+) -> tuple[PodUsage, ...]:
     """The gang's pods as bound, with everything each requests of its node."""
     requirements = job.pod_requirements
     return tuple(
         PodUsage(
-            job.namespace, pod_name(job.name, rank), node, job.gpus_per_replica, False,
+            job.namespace, name, node, job.gpus_per_replica, False,
             requests=requirements.requests, host_ports=requirements.host_ports,
         )
-        for rank, node in enumerate(decision.nodes)
+        for name, node in zip(names, decision.nodes, strict=True)
     )  # fmt: skip

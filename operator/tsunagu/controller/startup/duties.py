@@ -1,6 +1,7 @@
 """What only the leader does, started when this replica takes the Lease and stopped when it
 loses it: the decision loop (and through it the binder), the lifecycle's reconciles, the
-reports (statuses and Events), Region status, the dataset guard and the latency-budget checks.
+reports (statuses and Events), Region status, the dataset guard, the latency-budget checks and
+the throughput learner (ThroughputProfiles' status).
 
 A standby keeps only what keeps its view warm (the watches, the lists' results, latency
 measurements); taking over then costs no relisting. Writes are refused by the Lease's gate in
@@ -91,6 +92,8 @@ class LeaderDuties:
         tasks.spawn(operator.datasets.run(), name="dataset guard")
         if operator.latency is not None:
             tasks.spawn(self._latency_ageing(), name="latency ageing")
+        if operator.learning is not None:
+            tasks.spawn(operator.learning.run(), name="throughput learning")
         tasks.spawn(self._reconcile_all(), name="reconcile all")
 
     async def stop(self, flush: bool = False) -> None:
@@ -147,9 +150,11 @@ class LeaderDuties:
             await operator.lifecycle.reconcile(key)
             if count % RECONCILE_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        await operator.group_lifecycle.reconcile_all()
         logger.info(
-            "term %d: %d jobs looked at in %.1f s",
-            self.terms, len(operator.jobs), time.monotonic() - started,
+            "term %d: %d jobs and %d pod groups looked at in %.1f s",
+            self.terms, len(operator.jobs), len(operator.groups.states),
+            time.monotonic() - started,
         )  # fmt: skip
 
     def _by_priority(self) -> list[JobKey]:
@@ -178,6 +183,11 @@ class LeaderDuties:
             collection.clear()
         for mapping in (jobs.just_bound, jobs.not_before, jobs.bind_failures, jobs.strangers):
             mapping.clear()
+        for key in list(operator.groups.states):
+            operator.inflight.discard(key)
+            operator.assumed.forget(key)
+            operator.queue.remove(key)
+        operator.groups.clear_term()
 
     async def _reseed_statuses(self) -> None:
         """Statuses as the API server has them: the last term may have meant more than it

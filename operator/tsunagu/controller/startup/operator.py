@@ -17,21 +17,27 @@ from typing import Any
 
 from tsunagu.api.names import DATASETS, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS
 from tsunagu.api.parse import SpecError
+from tsunagu.api.podgroups import is_group_key
 from tsunagu.api.types import JobKey
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Kube, Lane
 from tsunagu.controller.cluster.connection import ClusterConnection
 from tsunagu.controller.cluster.lease import LeaderElector, LeaseTimings
+from tsunagu.controller.groups import PodGroupTracker
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.lifecycle.datasets import DatasetGuard
 from tsunagu.controller.lifecycle.jobs import JobLifecycle
 from tsunagu.controller.lifecycle.latency_budget import LatencyBudgetMonitor
+from tsunagu.controller.lifecycle.learning import ThroughputLearner
+from tsunagu.controller.lifecycle.podgroups import PodGroupLifecycle
 from tsunagu.controller.report.events import EventRecorder
+from tsunagu.controller.report.podgroups import PodGroupReporter
 from tsunagu.controller.report.regions import RegionStatusWriter
 from tsunagu.controller.report.statusbook import StatusBook
 from tsunagu.controller.report.writer import ReportWriter
 from tsunagu.controller.scheduling.assume import AssumeCache
 from tsunagu.controller.scheduling.binder import GangBinder
+from tsunagu.controller.scheduling.groupbinder import PodGroupBinder
 from tsunagu.controller.scheduling.inflight import InFlight
 from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.scheduling.scheduler import Scheduler
@@ -40,6 +46,7 @@ from tsunagu.controller.startup.duties import LeaderDuties, TermTasks
 from tsunagu.controller.tasks import TaskGroup
 from tsunagu.placement.latency import Measurement
 from tsunagu.sources.latency import LatencySource, latency_source
+from tsunagu.sources.prometheus_http import connect as connect_prometheus
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ PING_SECONDS = 5.0
 # still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
 # serialise the latter.
 READ_THREADS = 32
+THROUGHPUT_QUERY_TIMEOUT = 10.0
 
 
 def connect(settings: OperatorSettings, configuration: Any = None) -> Kube:
@@ -77,7 +85,16 @@ class Operator:
         self.catalog = Catalog(
             staleness_seconds=settings.latency.staleness_seconds,
             declared_fallback=settings.latency.declared_fallback,
+            default_profiles_namespace=settings.scheduling.default_profiles_namespace,
         )
+        defaults = settings.scheduling.default_profiles_namespace
+        if settings.namespaces and defaults and defaults not in settings.namespaces:
+            # Kopf watches only the namespaces given: the defaults would be those listed at start.
+            logger.warning(
+                "the default ThroughputProfiles' namespace %s is not watched (--namespace): "
+                "changes to them are seen only after a restart",
+                defaults,
+            )
         self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
         self.clusters = (self.cluster,)
         self.queue = SchedulingQueue()
@@ -102,13 +119,28 @@ class Operator:
             client=client, catalog=self.catalog, jobs=self.jobs, statuses=self.statuses,
             events=self.events, assumed=self.assumed, inflight=self.inflight,
             concurrency=settings.scheduling.bind_concurrency,
+            create_pods_bound=settings.scheduling.create_pods_bound,
             gang_tolerations=[toleration_body(t) for t in settings.scheduling.gang_tolerations],
             on_bound=self.lifecycle.reconcile_soon, on_rolled_back=self.lifecycle.reconcile,
+        )  # fmt: skip
+        # Pod groups: gangs of pods other controllers create (an Indexed Job, a JobSet).
+        self.groups = PodGroupTracker()
+        group_reports = PodGroupReporter(client=client, events=self.events, groups=self.groups)
+        self.group_lifecycle = PodGroupLifecycle(
+            groups=self.groups, view=self.cluster.view, catalog=self.catalog, queue=self.queue,
+            assumed=self.assumed, inflight=self.inflight, reporter=group_reports, tasks=self.tasks,
+        )  # fmt: skip
+        self.group_binder = PodGroupBinder(
+            client=client, view=self.cluster.view, groups=self.groups, reporter=group_reports,
+            assumed=self.assumed, inflight=self.inflight,
+            concurrency=settings.scheduling.bind_concurrency,
+            on_done=self.group_lifecycle.reconcile_soon,
         )  # fmt: skip
         self.scheduler = Scheduler(
             queue=self.queue, catalog=self.catalog, clusters=self.clusters,
             assumed=self.assumed, inflight=self.inflight, jobs=self.jobs,
-            statuses=self.statuses, events=self.events, binder=self.binder, tasks=self.tasks,
+            statuses=self.statuses, events=self.events, binder=self.binder,
+            groups=self.groups, group_binder=self.group_binder, tasks=self.tasks,
             engine=engine, retry_interval=settings.scheduling.retry_interval,
         )  # fmt: skip
         self.budgets = LatencyBudgetMonitor(
@@ -123,6 +155,7 @@ class Operator:
             self.catalog, self.clusters, settings.reporting, self.events
         )
         self.latency = latency_source(settings.latency)
+        self.learning = self._learner(settings, client)
         self.duties = LeaderDuties(self)
         election = settings.leader_election
         self.elector: LeaderElector | None = None
@@ -137,6 +170,18 @@ class Operator:
             client.gate = self.elector
         self.synced = False
         self._election: asyncio.Task[None] | None = None
+
+    def _learner(self, settings: OperatorSettings, client: Kube) -> ThroughputLearner | None:
+        """The throughput learner, reading the Prometheus of the latency section; None without
+        one or with learning off."""
+        url = settings.latency.prometheus_url
+        if not url or settings.learning.interval_seconds <= 0:
+            return None
+        return ThroughputLearner(
+            jobs=self.jobs, catalog=self.catalog, statuses=self.statuses, events=self.events,
+            client=client, prometheus=connect_prometheus(url, THROUGHPUT_QUERY_TIMEOUT),
+            settings=settings.learning, on_learned=self.queue.wake,
+        )  # fmt: skip
 
     # --- leadership and health ---------------------------------------------------------------
     @property
@@ -236,8 +281,14 @@ class Operator:
         if not self.leading:
             return
         for key in jobs:
-            if key in self.jobs:
+            if is_group_key(key):
+                self.group_lifecycle.reconcile_soon(key)
+            elif key in self.jobs:
                 self.lifecycle.reconcile_soon(key)
+
+    def pod_group_changed(self, key: JobKey) -> None:
+        if self.leading:
+            self.group_lifecycle.reconcile_soon(key)
 
     async def node_changed(self, node: str) -> None:
         """A node lost or cordoned may leave a gang on a dead node: let the lifecycle look."""
