@@ -10,7 +10,8 @@ Prints JSON and a markdown table (figures go to docs/benchmarks.md).
                           [--phases harness,trainingjobs,tsunagu-groups,limit[,precreated]]
 
 `precreated` (not run by default) takes the harness out: the same groups are created first and
-kube-scheduler (the cluster's binary, a profile of its own) or Coscheduling is started after.
+kube-scheduler (the cluster's binary, a profile of its own), Coscheduling or tsunagu is started
+after.
 
 Needs `hack/cluster.sh up` with enough nodes (NODES_PER_REGION=200 → 1,000 nodes), tsunagu's
 CRDs, and hack/tools.sh coscheduling (bench.sh does all three).
@@ -137,7 +138,7 @@ def pod_groups(
 def precreated(
     core: Any,
     custom: Any,
-    start: Callable[[], LocalScheduler],
+    start: Callable[[], LocalScheduler | OperatorAsScheduler],
     name: str,
     groups: int,
     per_group: int,
@@ -168,6 +169,18 @@ def precreated(
     return {"pods": total, "seconds": elapsed, "pods_per_second": total / elapsed,
             "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
             "cpu_seconds": spent}  # fmt: skip
+
+
+class OperatorAsScheduler:
+    """`tsunagu run` (bench_operator's start_operator) with a LocalScheduler's face, for
+    `precreated`: started once the groups exist; its start-up is inside the measured time."""
+
+    def __init__(self) -> None:
+        self.process, _, self.log = start_operator()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
 
 
 def trainingjobs(core: Any, custom: Any, groups: int, per_group: int, meter: CpuMeter) -> Any:
@@ -214,7 +227,7 @@ def main() -> None:
         default=60,
         help="seconds for tsunagu to bind a first harness-created group",
     )
-    parser.add_argument("--limit-clients", default="go-http1,python")
+    parser.add_argument("--limit-clients", default="go-http1", help="go-http1, python, go (HTTP/2)")
     parser.add_argument("--limit-threads", type=int, default=16)
     parser.add_argument("--phases", default=DEFAULT_PHASES,
                         help=f"any of {', '.join(PHASES)} (precreated: the groups created first, "
@@ -266,7 +279,8 @@ def main() -> None:
             operator.wait(timeout=60)
     if "precreated" in phases:
         peers = (("precreated_kube_scheduler", plain_kube_scheduler, PLAIN),
-                 ("precreated_coscheduling", coscheduling, COSCHEDULING))  # fmt: skip
+                 ("precreated_coscheduling", coscheduling, COSCHEDULING),
+                 ("precreated_tsunagu", OperatorAsScheduler, "tsunagu"))  # fmt: skip
         for phase, start, name in peers:
             keep(results, phase, precreated(core, custom, start, name, groups, per, meter))
     if "limit" in phases:
@@ -294,7 +308,8 @@ def report(results: dict[str, Any], groups: int, per: int, timeout: float) -> No
             ("tsunagu_podgroups", "tsunagu (harness groups)", base),
             ("tsunagu_trainingjobs", "tsunagu (own TrainingJobs)", base),
             ("precreated_kube_scheduler", "kube-scheduler, groups created first", first),
-            ("precreated_coscheduling", "Coscheduling, groups created first", None))  # fmt: skip
+            ("precreated_coscheduling", "Coscheduling, groups created first", None),
+            ("precreated_tsunagu", "tsunagu, groups created first", first))  # fmt: skip
     for key, name, against in rows:
         if key in results:
             print(row(name, results[key], against))

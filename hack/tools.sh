@@ -186,7 +186,7 @@ build_helm() {
 # would double the build for nothing the benchmark runs.
 build_coscheduling() {
   [[ -x $COSCHED_BIN/coscheduling-scheduler ]] && return 0
-  log "building kube-scheduler $K8S_VERSION with Coscheduling of scheduler-plugins $SCHEDULER_PLUGINS_VERSION (cold: ~5 min)"
+  log "building kube-scheduler $K8S_VERSION with Coscheduling of scheduler-plugins $SCHEDULER_PLUGINS_VERSION (cold: ~2.5 min)"
   local dir
   dir=$(new_wrapper)
   printf '\nrequire sigs.k8s.io/scheduler-plugins %s\n' "$SCHEDULER_PLUGINS_VERSION" >>"$dir/go.mod"
@@ -221,7 +221,7 @@ GO
 # JobSet's controller manager (its module root is the main package), on our staging modules.
 build_jobset() {
   [[ -x $JOBSET_BIN/jobset-manager ]] && return 0
-  log "building the JobSet controller manager $JOBSET_VERSION for Kubernetes $K8S_VERSION (cold: ~4 min)"
+  log "building the JobSet controller manager $JOBSET_VERSION for Kubernetes $K8S_VERSION (cold: ~2 min)"
   local dir ld="-s -w -X sigs.k8s.io/jobset/pkg/version.GitVersion=$JOBSET_VERSION"
   dir=$(new_wrapper)
   printf '\nrequire sigs.k8s.io/jobset %s\n' "$JOBSET_VERSION" >>"$dir/go.mod"

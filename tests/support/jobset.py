@@ -258,6 +258,9 @@ class JobSetController:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        # The log stays for a failing test to show; the keys and certificates go.
+        for name in ("ca.key", "ca.crt", "ca.srl", "tls.key", "tls.csr", "tls.crt", "san.ext"):
+            (self._folder / name).unlink(missing_ok=True)
 
     def __enter__(self) -> JobSetController:
         return self.start()
