@@ -55,7 +55,7 @@ def test_a_burst_through_the_fault_proxy_keeps_every_promise(
         wait_holder(cluster, lease, leader, timeout=30)
         standby = start_replica(run_operator, lease, env=env)
         proxy.set_rates(FAULTS)
-        count = 100
+        count = 200  # the burst
         cluster.apply(dataset(namespace, "shared", "tokyo", "RemoteAccess"))
         cluster.apply(small_gangs(namespace, count))
         wait_for(lambda: settled(cluster, namespace, count), 420, "every job placed or pending")

@@ -81,12 +81,12 @@ class Cluster:
 
     # --- the control plane under the tests ------------------------------------------------------
     def restart_apiserver(self, down_seconds: float = 0.0) -> None:
-        """Stops kube-apiserver (every connection to it ends), keeps it down `down_seconds`,
+        """Kills kube-apiserver (every connection to it ends), keeps it down `down_seconds`,
         starts it again and returns once the control plane acts again (`ensure_control_plane`)."""
         self._restart("kube-apiserver", down_seconds)
 
     def restart_etcd(self, down_seconds: float = 0.0) -> None:
-        """Stops etcd under a running kube-apiserver (which answers errors meanwhile), keeps it
+        """Kills etcd under a running kube-apiserver (which answers errors meanwhile), keeps it
         down `down_seconds`, starts it again and returns once the control plane acts again."""
         self._restart("etcd", down_seconds)
 
