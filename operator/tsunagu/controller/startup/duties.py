@@ -183,15 +183,9 @@ class LeaderDuties:
         """What a term leaves half-done: jobs being bound, GPUs assumed, timers and backoffs.
         The next term finds the gangs as the API server has them and repairs them."""
         operator = self.operator
-        jobs = operator.jobs
-        for key in jobs:
-            operator.inflight.discard(key)
-            operator.assumed.forget(key)
-            operator.queue.remove(key)
-        for collection in (jobs.dirty, jobs.teardown):
-            collection.clear()
-        for mapping in (jobs.just_bound, jobs.not_before, jobs.bind_failures, jobs.strangers):
-            mapping.clear()
+        for part in (operator.inflight, operator.assumed, operator.queue):
+            part.clear()
+        operator.jobs.clear_term_state()
 
     async def _reseed_statuses(self) -> None:
         """Statuses as the API server has them: the last term may have meant more than it
