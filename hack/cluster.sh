@@ -5,6 +5,8 @@
 #   hack/cluster.sh down        delete it; no process is left running
 #   hack/cluster.sh status      exit 0 when the cluster answers
 #   hack/cluster.sh kubeconfig  print the kubeconfig path
+#   hack/cluster.sh workdir     print kwokctl's directory of the cluster (kwok only): its kwok.yaml
+#                               has each component's command line, pids/ and logs/ its processes
 #   hack/cluster.sh nodes [N]   (re)create N GPU nodes per region from $TOPOLOGY
 # CLUSTER=kwok (default) | kind (needs a Docker engine) | existing (uses $KUBECONFIG as it is).
 # NODES_PER_REGION overrides the topology's node count; TOPOLOGY picks another topology file.
@@ -202,6 +204,7 @@ case ${1:-} in
   down) down ;;
   status) KUBECONFIG_PATH=$(kubeconfig_path); answers && log "cluster answers" || { log "cluster is down"; exit 1; } ;;
   kubeconfig) kubeconfig_path ;;
+  workdir) [[ $CLUSTER == kwok ]] || die "CLUSTER=$CLUSTER has no kwokctl directory"; echo "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ;;
   nodes) KUBECONFIG_PATH=$(kubeconfig_path); create_nodes "${2:-}" ;;
-  *) echo "usage: $0 up|down|status|kubeconfig|nodes [N]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|kubeconfig|workdir|nodes [N]" >&2; exit 2 ;;
 esac

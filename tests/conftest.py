@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.support.cluster import (
     OperatorProcess,
     release_datasets,
 )
+from tests.support.controlplane import ControlPlane
 from tests.support.waiting import wait_until
 
 CRD_NAMES = (
@@ -45,10 +47,20 @@ def _bring_up_cluster() -> str:
     ).stdout.strip()
 
 
+def _control_plane() -> ControlPlane | None:
+    """The kwok cluster's processes, which tests may restart; None for another cluster."""
+    if os.environ.get("TSUNAGU_KUBECONFIG"):
+        return None
+    result = subprocess.run(
+        [str(HACK / "cluster.sh"), "workdir"], capture_output=True, text=True, check=False
+    )
+    return ControlPlane(Path(result.stdout.strip())) if result.returncode == 0 else None
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     """The real test cluster, with tsunagu's CRDs applied and Established."""
-    kube = Cluster(_bring_up_cluster())
+    kube = Cluster(_bring_up_cluster(), _control_plane())
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     kube.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",

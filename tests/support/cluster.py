@@ -8,12 +8,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.support.controlplane import ControlPlane
 from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,11 +32,13 @@ def tool_path(name: str) -> str:
 
 
 class Cluster:
-    """A running cluster reached through one kubeconfig."""
+    """A running cluster reached through one kubeconfig; with `control_plane` (the kwok cluster
+    of hack/cluster.sh), its API server and etcd can be restarted under the tests."""
 
-    def __init__(self, kubeconfig: str) -> None:
+    def __init__(self, kubeconfig: str, control_plane: ControlPlane | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.kubectl_path = tool_path("kubectl")
+        self.control_plane = control_plane
 
     def kubectl(
         self,
@@ -73,6 +78,63 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": self.kubeconfig}
+
+    # --- the control plane under the tests ------------------------------------------------------
+    def restart_apiserver(self, down_seconds: float = 0.0) -> None:
+        """Kills kube-apiserver (every connection to it ends), keeps it down `down_seconds`,
+        starts it again and returns once the control plane acts again (`ensure_control_plane`)."""
+        self._restart("kube-apiserver", down_seconds)
+
+    def restart_etcd(self, down_seconds: float = 0.0) -> None:
+        """Kills etcd under a running kube-apiserver (which answers errors meanwhile), keeps it
+        down `down_seconds`, starts it again and returns once the control plane acts again."""
+        self._restart("etcd", down_seconds)
+
+    def ensure_control_plane(self, timeout: float = 120) -> None:
+        """Whatever a test did, every component runs again and acts, as kubelet would see to
+        for static pods: kube-controller-manager and kube-scheduler exit when they cannot renew
+        their own Lease (an API server down for more than 10 s); started again, each must take
+        that Lease before it acts (a new namespace gets its ServiceAccount, pods are collected)."""
+        plane = self._plane()
+        for name in ("etcd", "kube-apiserver"):
+            plane.start(name)
+        self.wait_apiserver_ready(timeout)
+        restarted_at = time.time()
+        restarted = [name for name in plane.names() if plane.pid(name) is None]
+        for name in restarted:
+            plane.start(name)
+        for name in restarted:
+            if name in ("kube-controller-manager", "kube-scheduler"):
+                self._wait_lease_taken(name, since=restarted_at, timeout=timeout)
+
+    def wait_apiserver_ready(self, timeout: float = 120) -> None:
+        def ready() -> bool:
+            result = self.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
+            return result.returncode == 0
+
+        wait_until(ready, timeout=timeout, interval=0.3, message="the API server to be ready")
+
+    def _wait_lease_taken(self, name: str, since: float, timeout: float) -> None:
+        def taken() -> bool:
+            lease = self.get_json("lease", name, "-n", "kube-system")
+            acquired = (lease.get("spec") or {}).get("acquireTime")
+            return bool(acquired) and _timestamp(acquired) >= since - 1
+
+        wait_until(taken, timeout=timeout, interval=0.5, message=f"{name} to lead again")
+
+    def _restart(self, name: str, down_seconds: float) -> None:
+        plane = self._plane()
+        try:
+            plane.stop(name)
+            time.sleep(down_seconds)
+        finally:
+            plane.start(name)
+        self.ensure_control_plane()
+
+    def _plane(self) -> ControlPlane:
+        if self.control_plane is None:
+            raise RuntimeError("this cluster's control plane is not the kwok cluster's processes")
+        return self.control_plane
 
 
 class OperatorProcess:
@@ -114,6 +176,10 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def _timestamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 DATASET_IN_USE = "tsunagu.io/dataset-in-use"

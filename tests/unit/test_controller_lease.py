@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -222,3 +224,98 @@ def test_run_starts_and_stops_the_term_as_the_lease_is_taken_and_lost() -> None:
     assert store.record().transitions == 0
     acquired = {LeaseRecord.of(w).acquire_time for w in store.writes}
     assert len(acquired) == 2
+
+
+class WatchedLeaseStore(LeaseStore):
+    """Also serves a watch of the Lease, as the API server does: its state first, then every
+    write; `written_at` is when (time.monotonic) each write landed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watchers: list[asyncio.Queue[tuple[str, dict[str, Any]]]] = []
+        self.written_at: list[tuple[str, float]] = []
+
+    def _store(self, lease: dict[str, Any]) -> dict[str, Any]:
+        stored = super()._store(lease)
+        self.written_at.append((LeaseRecord.of(stored).holder, time.monotonic()))
+        for queue in self.watchers:
+            queue.put_nowait(("MODIFIED", copy.deepcopy(stored)))
+        return stored
+
+    async def watch_lease(
+        self, namespace: str, name: str, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.watchers.append(queue)
+        try:
+            if name in self.leases:
+                yield "ADDED", copy.deepcopy(self.leases[name])
+            while True:
+                yield await queue.get()
+        finally:
+            self.watchers.remove(queue)
+
+
+# A retry period far longer than the lease: a candidate that only ticked would take over after
+# a minute; one that follows the Lease's watch tries when the record it saw expires.
+SLOW_TICKS = LeaseTimings(lease_duration=0.6, renew_deadline=0.4, retry_period=60.0)
+
+
+def test_a_watching_standby_tries_when_the_record_it_saw_expires_not_at_its_next_tick() -> None:
+    store = WatchedLeaseStore()
+    renewing = LeaseTimings(lease_duration=0.6, renew_deadline=0.4, retry_period=0.1)
+    old = LeaderElector(store, namespace="ns", name="lease", identity="old", timings=renewing)
+    new = LeaderElector(store, namespace="ns", name="lease", identity="new", timings=SLOW_TICKS)
+    taken: list[float] = []
+
+    async def scenario() -> None:
+        async def nothing() -> None:
+            return None
+
+        async def took() -> None:
+            taken.append(time.monotonic())
+
+        leading = asyncio.create_task(old.run(nothing, nothing))
+        await asyncio.wait_for(_until(lambda: old.leading), timeout=10)
+        standby = asyncio.create_task(new.run(took, nothing))
+        await asyncio.sleep(0.5)  # a few renewals, each seen by the standby as it is written
+        leading.cancel()  # the leader dies: no more renewals, no release
+        await asyncio.gather(leading, return_exceptions=True)
+        await asyncio.wait_for(_until(lambda: bool(taken)), timeout=10)
+        standby.cancel()
+        await asyncio.gather(standby, return_exceptions=True)
+
+    asyncio.run(scenario())
+    # Safety: not before a lease duration after the old holder's last write landed (the standby
+    # saw it at that moment or later).
+    last_renewal = max(at for holder, at in store.written_at if holder == "old")
+    assert taken[0] >= last_renewal + SLOW_TICKS.lease_duration
+    assert store.record().holder == "new"
+    assert store.record().transitions == 1
+
+
+def test_a_watching_standby_takes_a_released_lease_at_once() -> None:
+    store = WatchedLeaseStore()
+    old = LeaderElector(store, namespace="ns", name="lease", identity="old", timings=SLOW_TICKS)
+    new = LeaderElector(store, namespace="ns", name="lease", identity="new", timings=SLOW_TICKS)
+
+    async def scenario() -> None:
+        async def nothing() -> None:
+            return None
+
+        assert await old.try_acquire_or_renew()
+        standby = asyncio.create_task(new.run(nothing, nothing))
+        await asyncio.sleep(0.1)
+        assert not new.leading
+        await old.release()
+        await asyncio.wait_for(_until(lambda: new.leading), timeout=10)
+        standby.cancel()
+        await asyncio.gather(standby, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert store.record().holder == "new"
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():  # noqa: ASYNC110 - polls the elector's state, which has no event
+        await asyncio.sleep(0.01)

@@ -295,3 +295,50 @@ def test_a_new_term_looks_at_the_highest_priority_and_oldest_jobs_first() -> Non
     assert [name for _, name in duties._by_priority()] == [
         "high-old", "high-new", "low-old", "low-new", "broken",
     ]  # fmt: skip
+
+
+def test_a_term_that_ends_leaves_nothing_half_done_to_the_next() -> None:
+    """Jobs being bound, GPUs assumed, queued jobs, backoffs: the next term starts from what the
+    API server has, through its reconcile of every job. What is known of each job stays."""
+    from types import SimpleNamespace
+
+    from tests.support.scenario import training_job
+    from tsunagu.api.podgroups import group_key
+    from tsunagu.api.types import PodUsage
+    from tsunagu.controller.groups import PodGroupTracker
+    from tsunagu.controller.jobs import JobTracker
+    from tsunagu.controller.scheduling.assume import AssumeCache
+    from tsunagu.controller.scheduling.inflight import InFlight
+    from tsunagu.controller.scheduling.queue import SchedulingQueue
+    from tsunagu.controller.startup.duties import LeaderDuties
+
+    jobs = JobTracker()
+    body = training_job("team", "train", None, replicas=1, gpus=1)
+    body["metadata"].update(uid="u", generation=1, creationTimestamp="2026-01-01T00:00:00Z")
+    jobs.observe(body)
+    key = ("team", "train")
+    tracked = jobs.get(key)
+    assert tracked is not None
+    assert tracked.spec is not None
+    spec = tracked.spec
+    queue, assumed, inflight = SchedulingQueue(), AssumeCache(), InFlight()
+    queue.add(spec)
+    assumed.assume(key, (PodUsage("team", "train-0", "n1", 1, terminal=False),))
+    inflight.add(key)
+    jobs.not_before[key], jobs.bind_failures[key], jobs.just_bound[key] = 1.0, 2, 3.0
+    jobs.dirty.add(key)
+    jobs.refused[key] = 1
+    groups = PodGroupTracker()
+    group = group_key("team", "ring")
+    groups.state(group).requested = ("ring-0",)
+    inflight.add(group)
+    operator = SimpleNamespace(
+        jobs=jobs, queue=queue, assumed=assumed, inflight=inflight, groups=groups
+    )
+    LeaderDuties(operator)._clear_term_state()  # type: ignore[arg-type]
+    assert (len(queue), assumed.pods(), len(inflight)) == (0, [], 0)
+    assert groups.states == {}, "a pod group's gang being bound is forgotten too"
+    assert inflight.idle.is_set()  # the report writer no longer waits for gangs
+    assert (jobs.not_before, jobs.bind_failures, jobs.just_bound, jobs.dirty) == ({}, {}, {}, set())
+    assert jobs.refused == {key: 1}
+    assert key in jobs

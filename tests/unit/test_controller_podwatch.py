@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
+from tsunagu.controller.cluster import podwatch
 from tsunagu.controller.cluster.client import Page
 from tsunagu.controller.cluster.podwatch import PodWatch, list_pods, observe_pods
 from tsunagu.controller.cluster.watchstream import Gone, WatchStream
@@ -74,6 +76,26 @@ def test_an_error_event_ends_the_stream_with_gone() -> None:
     stream = WatchStream(ScriptedResponse([line("ERROR", expired)]))
     with pytest.raises(Gone, match="410 Expired"):
         list(stream.batches())
+
+
+class ReleasedResponse(ScriptedResponse):
+    """As urllib3 ≥ 2.3 does once the body was read to its end: the connection went back to the
+    pool, and `shutdown` raises."""
+
+    def shutdown(self) -> None:
+        raise RuntimeError("Cannot shutdown as connection has already been released to the pool")
+
+
+def test_a_410_is_not_hidden_by_a_connection_already_given_back() -> None:
+    """After an API-server restart every older resourceVersion is 410: the watch must list
+    again, not retry the same version for ever."""
+    expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    response = ReleasedResponse([line("ERROR", expired)])
+    with pytest.raises(Gone, match="410 Expired"):
+        list(WatchStream(response).batches())
+    assert response.closed
+    ended = ReleasedResponse([line("ADDED", pod("train-0", "11"))])
+    assert len(list(WatchStream(ended).batches())) == 1  # a stream that ended ends quietly
 
 
 class ScriptedKube:
@@ -186,3 +208,48 @@ def test_the_watch_resumes_after_the_last_event_and_lists_again_when_gone() -> N
     assert after["Failed"] == 2  # the dropped connection and the failed list
     # The first watch, and any more the scripted API ended before the task was cancelled.
     assert after["Ended"] >= 1
+
+
+def test_the_view_is_current_once_a_watch_has_been_open_a_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new term waits for this: while the API server is away no watch is open, and once one
+    is open again what was missed arrives at once."""
+    monkeypatch.setattr(podwatch, "CAUGHT_UP_SECONDS", 0.2)
+    monkeypatch.setattr(podwatch, "POLL_SECONDS", 0.01)
+
+    class Held(ScriptedResponse):
+        def stream(self, amount: int, decode_content: bool) -> Iterator[bytes]:
+            yield line("ADDED", pod("train-0", "11"))
+            while not self.closed:  # the stream stays open, as a watch does
+                time.sleep(0.01)
+
+    held = Held([])
+
+    class Restarting(ScriptedKube):
+        def watch(self, kind: str, resource_version: str, timeout_seconds: int) -> WatchStream:
+            self.watched_from.append(resource_version)
+            if len(self.watched_from) <= 2:
+                raise ConnectionRefusedError("the API server is restarting")
+            return WatchStream(held)
+
+    kube = Restarting([], [])
+
+    async def scenario() -> float:
+        op = operator(kube)
+        watch_ = PodWatch(op.cluster.client, op.cluster.view, op.pods_changed, "10")
+        task = asyncio.create_task(watch_.run())
+        started = time.monotonic()
+        await asyncio.wait_for(watch_.caught_up(), timeout=10)
+        waited = time.monotonic() - started
+        assert watch_.streaming_since is not None
+        assert ("team", "train-0") in op.cluster.view.pods
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        held.closed = True
+        return waited
+
+    waited = asyncio.run(scenario())
+    # Two refusals (0.5 s, then 1 s: the backoff) before the watch opened, then 0.2 s open.
+    assert waited >= 1.5 + 0.2
+    assert kube.watched_from == ["10", "10", "10"]

@@ -80,11 +80,21 @@ class JobTracker:
         # Pods that carry a job's label but are not its own (no controller ownerReference with
         # its uid), as last reported in an Event: reported once, otherwise ignored.
         self.strangers: dict[JobKey, frozenset[str]] = {}
+
         # One reconcile at a time per job: two watch events must not both act on one failure.
         # Weak: a lock lives while a reconcile holds or awaits it, not once per job for ever.
         self._locks: weakref.WeakValueDictionary[JobKey, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    def clear_term_state(self) -> None:
+        """What a term kept about jobs it was acting on: jobs to look at again, gangs being
+        torn down, binds just done, backoffs and their counts, pods of strangers seen. What
+        the API server says of each job (bodies, specs, refusals of a generation) stays."""
+        for collection in (self.dirty, self.teardown):
+            collection.clear()
+        for mapping in (self.just_bound, self.not_before, self.bind_failures, self.strangers):
+            mapping.clear()
 
     def observe(self, body: Mapping[str, Any]) -> tuple[TrackedJob | None, TrackedJob]:
         """Records the job as the API server has it now; returns what was known before (None

@@ -10,7 +10,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -104,7 +104,8 @@ class Kube:
         configuration.connection_pool_maxsize = pool_size
         self.configuration = configuration
         # Each asyncio TLS connection holds a 256 KiB read buffer: connections cost memory.
-        self.connections = {Lane.GANGS: 64, Lane.REPORTS: 16, Lane.LEASE: 2} | dict(
+        # The Lease lane: one connection held by the Lease's watch, two for its reads and writes.
+        self.connections = {Lane.GANGS: 64, Lane.REPORTS: 16, Lane.LEASE: 3} | dict(
             connections or {}
         )
         self._sessions: dict[Lane, aiohttp.ClientSession] = {}
@@ -419,6 +420,37 @@ class Kube:
                 raise Conflict(lease["metadata"]["name"]) from error
             raise
         return dict(json.loads(answer))
+
+    async def watch_lease(
+        self, namespace: str, name: str, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, Lease) of every change of one Lease, from its current state (an ADDED first),
+        until the server ends the watch after `timeout_seconds`; raises on a failure or an
+        ERROR event."""
+        path = (
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases?watch=true"
+            f"&fieldSelector=metadata.name%3D{name}&timeoutSeconds={timeout_seconds}"
+        )
+        headers = {"Accept": "application/json", **self._credentials()}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        request = self._session(Lane.LEASE).get(
+            self.configuration.host + path, headers=headers, timeout=timeout
+        )
+        async with request as response:
+            self.last_answer = time.monotonic()
+            if not 200 <= response.status <= 299:
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = (await response.read()).decode("utf-8", "replace")
+                raise error
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                self.last_answer = time.monotonic()
+                event = json.loads(line)
+                kind, body = str(event.get("type")), event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiException(status=body.get("code"), reason=body.get("reason"))
+                yield kind, body
 
     async def ping(self, within: float) -> None:
         """Any answer of the API server (its /version), to know it is reachable."""

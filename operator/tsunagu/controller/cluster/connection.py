@@ -19,6 +19,7 @@ class ClusterConnection:
         self.view = ClusterView()
         self._on_pods_changed = on_pods_changed
         self._pods_version = ""
+        self._watch: PodWatch | None = None
 
     async def prime(self) -> None:
         """Lists the cluster's nodes and pods into the view, page by page, so the first
@@ -35,7 +36,14 @@ class ClusterConnection:
 
     def pod_watch(self) -> PodWatch:
         """The watch that keeps the view's pods current, from where `prime` listed them."""
-        return PodWatch(self.client, self.view, self._on_pods_changed, self._pods_version)
+        self._watch = PodWatch(self.client, self.view, self._on_pods_changed, self._pods_version)
+        return self._watch
+
+    async def view_current(self) -> None:
+        """Returns once the view of pods has caught up with the API server (at once while the
+        pod watch runs as usual; after an outage, once it has been open again for a moment)."""
+        if self._watch is not None:
+            await self._watch.caught_up()
 
     async def close(self) -> None:
         await self.client.close()

@@ -13,15 +13,25 @@
   before anyone else may start: `write_window` is the gate every write of the operator asks.
 - On a clean shutdown the leader releases the Lease (an empty holder, 1 s duration), so a
   standby takes over at its next try instead of after a lease duration.
+
+Where client-go only polls (a GET every retry period), a candidate here also watches the Lease
+(when the API offers `watch_lease`): it sees each renewal as it is written, so the clock of the
+record starts within milliseconds of the write instead of up to a retry period late, and it
+tries exactly when the record it saw is a lease duration old (or at once when the Lease is
+released) instead of at its next tick. Nothing else changes: the try still reads the Lease and
+replaces it at the version read, the expiry is still counted from this replica's own sight of
+the record (a watch running late only makes it later), and the ticks go on should the watch
+fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 # client-go's jitter of the candidates' tries: up to 20 % on top of the retry period.
 JITTER = 1.2
+# A try at a record's expiry is sent this much after it (our clock), never before.
+EXPIRY_MARGIN_SECONDS = 0.01
+LEASE_WATCH_TIMEOUT_SECONDS = 300
+LEASE_WATCH_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0)
 
 
 class LeaseAPI(Protocol):
@@ -42,6 +56,12 @@ class LeaseAPI(Protocol):
     async def create_lease(self, lease: dict[str, Any], within: float) -> dict[str, Any]: ...
 
     async def replace_lease(self, lease: dict[str, Any], within: float) -> dict[str, Any]: ...
+
+
+class LeaseWatchAPI(Protocol):
+    def watch_lease(
+        self, namespace: str, name: str, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +137,8 @@ class LeaderElector:
         # written at or after that moment, so nobody may take it before `lease_duration` later.
         self._renewed_at: float | None = None
         self.transitions = 0  # times this replica started leading
+        # Set when the watch saw the record change: a waiting candidate looks at its expiry.
+        self._changed = asyncio.Event()
 
     # --- what the operator asks --------------------------------------------------------------
     @property
@@ -209,6 +231,21 @@ class LeaderElector:
         on_started: Callable[[], Awaitable[None]],
         on_stopped: Callable[[], Awaitable[None]],
     ) -> None:
+        watch = None
+        if hasattr(self.api, "watch_lease"):
+            watch = asyncio.create_task(self._watch(), name="lease watch")
+        try:
+            await self._lead(on_started, on_stopped)
+        finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+
+    async def _lead(
+        self,
+        on_started: Callable[[], Awaitable[None]],
+        on_stopped: Callable[[], Awaitable[None]],
+    ) -> None:
         while True:
             await self._acquire()
             self.transitions += 1
@@ -239,7 +276,54 @@ class LeaderElector:
                         said = message
                 else:
                     logger.info("Lease %s not acquired: %s", self._where(), error)
-            await asyncio.sleep(self.timings.retry_period * random.uniform(1.0, JITTER))
+            await self._until_next_try()
+
+    async def _until_next_try(self) -> None:
+        """The next retry period (with client-go's jitter), or sooner: when the record seen
+        expires by our clock, or when the watch sees the Lease released."""
+        tick = self.clock() + self.timings.retry_period * random.uniform(1.0, JITTER)
+        while True:
+            left = min(tick, self._expires_at()) - self.clock()
+            if left <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=left)
+            except TimeoutError:
+                return
+            if self._observed is not None and not self._observed.holder:
+                return  # released (or never held): nobody's to wait for
+
+    def _expires_at(self) -> float:
+        """When (our clock) the record seen stops being valid, if another holds it."""
+        observed = self._observed
+        if observed is None or not observed.holder or observed.holder == self.identity:
+            return float("inf")
+        return self._observed_at + observed.lease_duration_seconds + EXPIRY_MARGIN_SECONDS
+
+    async def _watch(self) -> None:
+        """Follows the Lease for as long as this replica runs; while it leads, its own writes
+        are what it knows, and the events are not needed."""
+        api: Any = self.api
+        failures = 0
+        while True:
+            try:
+                events = api.watch_lease(self.namespace, self.name, LEASE_WATCH_TIMEOUT_SECONDS)
+                async with contextlib.aclosing(events):
+                    async for kind, lease in events:
+                        failures = 0
+                        if kind in ("ADDED", "MODIFIED") and self._renewed_at is None:
+                            self._saw(lease)
+                            self._changed.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = LEASE_WATCH_RETRY_SECONDS[min(failures, len(LEASE_WATCH_RETRY_SECONDS) - 1)]
+                failures += 1
+                logger.info(
+                    "Lease %s watch failed (%s); again in %.1f s", self._where(), error, delay
+                )
+                await asyncio.sleep(delay)
 
     async def _renew(self) -> None:
         """Returns once the renew deadline passed without a renewal."""

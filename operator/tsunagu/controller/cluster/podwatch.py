@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,13 @@ from tsunagu.controller.cluster.watchstream import Gone, WatchStream
 logger = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_SECONDS = 300
-RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+# Consecutive failures to open a watch wait longer each time, up to a few seconds: once the API
+# server is back (a restart, an outage), the view follows it again within that.
+RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0)
+# A watch opened again from its resourceVersion gets what it missed at once; this long after it
+# opened, the view has caught up.
+CAUGHT_UP_SECONDS = 1.0
+POLL_SECONDS = 0.1
 
 PodEvent = tuple[str, dict[str, Any]]
 # Told which TrainingJobs' pods changed and whether GPUs came free.
@@ -84,28 +91,46 @@ class PodWatch:
         self.view = view
         self.on_change = on_change
         self.resource_version = resource_version
+        # time.monotonic() when the open watch was opened; None while none is open.
+        self.streaming_since: float | None = None
+        self._failures = 0
+        # The next watch starts where a list just ended: nothing is missed, it is current once
+        # open.
+        self._from_list = True
 
     async def run(self) -> None:
-        failures = 0
         relist = False
         while True:
             try:
                 if relist:
                     self.resource_version = await list_pods(self.kube, self.view, self.on_change)
                     relist = False
+                    self._from_list = True
                 await self._watch_once()
-                failures = 0
                 metrics.POD_WATCH_RESTARTS.labels(reason="Ended").inc()
             except Gone as error:
                 logger.info("pod watch expired (%s): listing pods again", error)
                 metrics.POD_WATCH_RESTARTS.labels(reason="Expired").inc()
                 relist = True
             except Exception as error:
+                self._from_list = False  # what was missed meanwhile has still to arrive
                 metrics.POD_WATCH_RESTARTS.labels(reason="Failed").inc()
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
+                delay = RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS) - 1)]
+                self._failures += 1
                 logger.warning("pod watch failed (%s); again in %.1f s", error, delay)
                 await asyncio.sleep(delay)
+            finally:
+                self.streaming_since = None
+
+    async def caught_up(self) -> None:
+        """Returns once a watch is open and has been for CAUGHT_UP_SECONDS: what happened while
+        none was (an API-server restart, an outage) has reached the view by then. Immediate
+        while the watch runs as usual."""
+        while True:
+            since = self.streaming_since
+            if since is not None and time.monotonic() - since >= CAUGHT_UP_SECONDS:
+                return
+            await asyncio.sleep(POLL_SECONDS)
 
     def _deliver(self, events: list[PodEvent]) -> None:
         observe_pods(self.view, events, self.on_change)
@@ -119,6 +144,11 @@ class PodWatch:
         stream: WatchStream = await self.kube.call(
             self.kube.watch, "pods", self.resource_version, WATCH_TIMEOUT_SECONDS
         )
+        # The API server answered the watch: the next failure is a first one again.
+        self._failures = 0
+        now = time.monotonic()
+        self.streaming_since = now - CAUGHT_UP_SECONDS if self._from_list else now
+        self._from_list = False
         ended: asyncio.Future[None] = loop.create_future()
 
         def read() -> None:

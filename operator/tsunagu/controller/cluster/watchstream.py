@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -51,6 +52,11 @@ class WatchStream:
             return
         self._closed = True
         shutdown = getattr(self._response, "shutdown", None)  # urllib3 ≥ 2.3: ends a blocked read
+        # Nothing left to end when the server closed the stream already (an ERROR event, 410,
+        # is followed by the end of the body, and urllib3 gives the connection back at once):
+        # urllib3 raises then (RuntimeError, ValueError), and that must not hide the 410 that
+        # tells the pod watch to list again.
         if shutdown is not None:
-            shutdown()
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                shutdown()
         self._response.close()  # not back to the pool: it may hold a half-read chunk

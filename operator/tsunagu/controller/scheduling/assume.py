@@ -25,6 +25,10 @@ class AssumeCache:
     def forget(self, job: JobKey) -> None:
         self._by_job.pop(job, None)
 
+    def clear(self) -> None:
+        """A term ended: what it bound is in the view once the pod watch has caught up."""
+        self._by_job.clear()
+
     def pods(self, now: float | None = None) -> list[PodUsage]:
         """Every assumed pod still within its time to live; expired entries are dropped."""
         current = time.monotonic() if now is None else now

@@ -23,6 +23,11 @@ class InFlight:
         if not self._keys:
             self.idle.set()
 
+    def clear(self) -> None:
+        """A term ended: no gang of it is being bound any more."""
+        self._keys.clear()
+        self.idle.set()
+
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 

@@ -28,6 +28,10 @@ class SchedulingQueue:
 
     forget = remove  # a deleted job leaves the queue
 
+    def clear(self) -> None:
+        """A term ended: the next one queues what it finds pending."""
+        self._pending.clear()
+
     def __contains__(self, key: object) -> bool:
         return key in self._pending
 

@@ -69,10 +69,6 @@ class LeaderDuties:
         metrics.LEADER_TRANSITIONS.inc()
         if self._stale:
             self._clear_term_state()
-            try:
-                await self._reseed_statuses()
-            except Exception as error:  # the reconcile-all pass repairs what is off
-                logger.warning("statuses not listed again for the new term: %s", error)
         operator.reports = ReportWriter(
             operator.statuses, operator.cluster.client, gangs_idle=operator.inflight.idle,
             max_hold=operator.settings.reporting.hold_seconds,
@@ -82,8 +78,26 @@ class LeaderDuties:
         operator.region_status = RegionStatusWriter(
             operator.catalog, operator.clusters, operator.settings.reporting, operator.events
         )
+        operator.tasks.open = True
+        # Not here: `start` runs in the elector's loop, which must go on renewing meanwhile.
+        operator.tasks.spawn(self._begin(), name="term start")
+
+    async def _begin(self) -> None:
+        """The term acts once the view of pods is current: after an outage (the API server
+        restarted, this replica cut off) the pod watch may still be catching up, and the last
+        term's binds, no longer assumed, would look like free GPUs. At once otherwise."""
+        operator = self.operator
+        waited = time.monotonic()
+        await operator.cluster.view_current()
+        waited = time.monotonic() - waited
+        if waited > 0.5:
+            logger.info("term %d: waited %.1f s for the pod watch to catch up", self.terms, waited)
+        if self._stale:
+            try:
+                await self._reseed_statuses()
+            except Exception as error:  # the reconcile-all pass repairs what is off
+                logger.warning("statuses not listed again for the new term: %s", error)
         tasks = operator.tasks
-        tasks.open = True
         self.active = True
         metrics.LEADER.set(1)
         tasks.spawn(operator.scheduler.run(), name="decision loop")
@@ -174,19 +188,9 @@ class LeaderDuties:
         """What a term leaves half-done: jobs being bound, GPUs assumed, timers and backoffs.
         The next term finds the gangs as the API server has them and repairs them."""
         operator = self.operator
-        jobs = operator.jobs
-        for key in jobs:
-            operator.inflight.discard(key)
-            operator.assumed.forget(key)
-            operator.queue.remove(key)
-        for collection in (jobs.dirty, jobs.teardown):
-            collection.clear()
-        for mapping in (jobs.just_bound, jobs.not_before, jobs.bind_failures, jobs.strangers):
-            mapping.clear()
-        for key in list(operator.groups.states):
-            operator.inflight.discard(key)
-            operator.assumed.forget(key)
-            operator.queue.remove(key)
+        for part in (operator.inflight, operator.assumed, operator.queue):
+            part.clear()
+        operator.jobs.clear_term_state()
         operator.groups.clear_term()
 
     async def _reseed_statuses(self) -> None:
