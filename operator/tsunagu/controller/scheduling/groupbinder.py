@@ -55,9 +55,9 @@ class PodGroupBinder:
     async def bind(self, job: TrainingJobSpec, decision: Decision, decided_at: float) -> None:
         key = job.key
         state = self.groups.state(key)
-        ranks = list(zip(state.requested, decision.nodes, strict=True))
         started = time.perf_counter()
         try:
+            ranks = list(zip(state.requested, decision.nodes, strict=True))
             async with self.slots:
                 results = await asyncio.gather(
                     *(self.client.bind_pod(key[0], name, node) for name, node in ranks),
