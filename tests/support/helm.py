@@ -62,6 +62,7 @@ LEASE_RULES = frozenset(
     {
         ("coordination.k8s.io", "leases", "get", ("tsunagu",)),
         ("coordination.k8s.io", "leases", "update", ("tsunagu",)),
+        ("coordination.k8s.io", "leases", "watch", ("tsunagu",)),
         ("coordination.k8s.io", "leases", "create", ()),
     }
 )
