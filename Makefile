@@ -50,10 +50,10 @@ unit: venv ## pure tests, no cluster
 	$(PYTEST) -q tests/unit
 
 integration: cluster-up ## tests against the real API server, scheduler and controller-manager
-	$(PYTEST) -q -m integration tests/integration
+	$(PYTEST) -q --durations=10 -m integration tests/integration
 
 e2e: cluster-up ## chart, probes and Prometheus end to end
-	$(PYTEST) -q -m e2e tests/e2e
+	$(PYTEST) -q --durations=10 -m e2e tests/e2e
 
 test: ## lint + unit + integration + e2e (what CI runs)
 	@$(MAKE) --no-print-directory lint
