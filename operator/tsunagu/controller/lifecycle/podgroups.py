@@ -172,7 +172,13 @@ class PodGroupLifecycle:
             return None
         regions = {self._region_of(pod) for pod in active} - {None}
         keep_to = next(iter(regions)) if len(regions) == 1 else None
-        spec = gang_of(key, pending, policy, keep_to=keep_to, regions=self.catalog.regions.keys())
+        try:
+            spec = gang_of(
+                key, pending, policy, keep_to=keep_to, regions=self.catalog.regions.keys()
+            )
+        except ValueError as error:  # members too unlike to be judged together
+            self.queue.remove(key)
+            return self.reporter.unschedulable(key, pending, str(Reason.InvalidSpec), str(error))
         state.requested = tuple(pod.name for pod in pending)
         self.queue.add(spec)
         return None
