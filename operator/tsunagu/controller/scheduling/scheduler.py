@@ -116,17 +116,19 @@ class Scheduler:
             decision = decide(job, snapshot, settings)
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         if decision.placed:
-            self.queue.remove(job.key)
-            self.inflight.add(job.key)
             if group:
                 names = self.groups.state(job.key).requested
-                self.assumed.assume(job.key, _assumed_pods(job, decision, names))
-                binding = self.group_binder.bind(job, decision, now)
             else:
                 names = tuple(pod_name(job.name, rank) for rank in range(job.replicas))
-                self.assumed.assume(job.key, _assumed_pods(job, decision, names))
-                binding = self.binder.bind(job, decision, now)
-            self.tasks.spawn(binding, name=f"bind {job.namespace}/{job.name}")
+            # Before anything is marked: a gang whose pods do not match the decision stays queued.
+            pods = _assumed_pods(job, decision, names)
+            self.queue.remove(job.key)
+            self.inflight.add(job.key)
+            self.assumed.assume(job.key, pods)
+            binder = self.group_binder if group else self.binder
+            self.tasks.spawn(
+                binder.bind(job, decision, now), name=f"bind {job.namespace}/{job.name}"
+            )
             # Every resource of each pod taken, not only its GPUs: the next job sees it.
             return with_decision(snapshot, decision, job)
         if group:
