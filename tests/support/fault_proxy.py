@@ -242,13 +242,17 @@ class FaultProxy:
             self.target_host, self.target_port, ssl=self.tls, limit=_HEAD_LIMIT
         )
         try:
-            if self._blackhole:  # the partition began while this request waited
+            method = request_line.split(" ", 1)[0]
+            # Admitted or partitioned at one instant, under the lock `blackhole` takes: a request
+            # recorded here was let through before any partition that began after it.
+            with self._lock:
+                partitioned = self._blackhole
+                if not partitioned:
+                    self.forwarded.append((time.time(), method, target))
+            if partitioned:  # the partition began while this request waited
                 self._blackholed.add(client_w)
                 return
             upstream_w.write(_closing(head))
-            method = request_line.split(" ", 1)[0]
-            with self._lock:
-                self.forwarded.append((time.time(), method, target))
             up = asyncio.create_task(_quietly(self._pipe(client_r, upstream_w)))
             rates = self._rates
             lag = (
