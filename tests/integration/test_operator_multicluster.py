@@ -1,0 +1,671 @@
+"""Regions in other clusters (issue 17, docs/clusters.md), on real API servers: the hub (the test
+cluster) and two member clusters of their own (tests/support/members.py), member 1 reached
+through a delay proxy adding 15 ms per round trip.
+
+A job whose home is full overflows into a member region within its RTT budget and runs there,
+its status on the hub and its gang in the member under an anchor ConfigMap; a Pinned job waits
+at home; a gang that fits nowhere makes nothing anywhere. Deleting the hub job removes what it
+had in the member. The hub operator killed mid-burst across three clusters duplicates and
+over-commits nothing. A member cut off keeps its running job (ClusterReachable=False, not started
+elsewhere) and takes no new work; back, it is reconciled. A member without the job's namespace
+gets no gang, and an Event names the namespace. An anchor no hub job owns is removed.
+
+Every check reads the API servers of the hub and the members, never the operator's own view."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.support.cluster import Cluster, OperatorProcess
+from tests.support.members import (
+    HUB_LABELS,
+    MEMBER_FINALIZER,
+    Connection,
+    Member,
+    Members,
+)
+from tests.support.scenario import (
+    assert_no_gpu_overcommitted,
+    assert_no_pod_duplicated,
+    condition,
+    dataset,
+    events_for,
+    fill_region,
+    job,
+    job_pods,
+    set_outcome,
+    training_job,
+    wait_condition,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+HUB = "hub"
+# Placing in a member goes through its API server (member 1: 15 ms further per round trip).
+PLACED_TIMEOUT = 90
+
+
+@pytest.fixture
+def start_operator(
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> Callable[..., OperatorProcess]:
+    """As everywhere, with the members' fixture set up first: what a test connected is removed
+    only after every operator of the test has stopped (nothing acts in a member meanwhile)."""
+    return start_operator
+
+
+# --- reading the three clusters -------------------------------------------------------------
+
+
+def live_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        p for p in job_pods(cluster, namespace, name) if not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def where(cluster: Cluster, members: Members, namespace: str, name: str) -> dict[str, list[Any]]:
+    """The live pods of a job in each cluster that has any (the hub as "hub")."""
+    found = {HUB: live_pods(cluster, namespace, name)}
+    for member in members:
+        found[member.name] = member.pods(namespace, name)
+    return {place: pods for place, pods in found.items() if pods}
+
+
+def running_in(member: Member, namespace: str, name: str, replicas: int) -> list[dict[str, Any]]:
+    pods = member.pods(namespace, name)
+    ok = len(pods) == replicas and all(p["status"].get("phase") == "Running" for p in pods)
+    return pods if ok else []
+
+
+def verdicts(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each region's verdict in the job's last decision (the chosen one as `Placed`)."""
+    placement = (body.get("status") or {}).get("placement") or {}
+    found = {a["region"]: a for a in placement.get("alternatives") or []}
+    if body["status"].get("region"):
+        found[body["status"]["region"]] = {"region": body["status"]["region"], "reason": "Placed"}
+    return found
+
+
+def hub_condition(cluster: Cluster, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+    body = cluster.get_json(kind, name)
+    for item in (body.get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            return dict(item)
+    return None
+
+
+def wait_hub_condition(
+    cluster: Cluster, kind: str, name: str, type_: str, status: str, reason: str | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:  # fmt: skip
+    def reached() -> dict[str, Any] | None:
+        found = hub_condition(cluster, kind, name, type_)
+        ok = found and found["status"] == status and reason in (None, found["reason"])
+        return found if ok else None
+
+    return wait_until(reached, timeout=timeout, message=f"{kind} {name} {type_}={status} {reason}")
+
+
+def only_in(region: str, connection: Connection, hub_regions: list[str]) -> dict[str, Any]:
+    """Placement fields that leave the job one region: every other one excluded."""
+    others = [r for r in [*hub_regions, *connection.region_names()] if r != region]
+    return {"excludedRegions": sorted(others)}
+
+
+def events_named(cluster: Cluster, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in events_for(cluster, namespace, name) if e["reason"] == reason]
+
+
+# --- the harness itself ---------------------------------------------------------------------
+
+
+def test_the_hub_reaches_both_members_member_1_through_its_delay_proxy(
+    cluster: Cluster,
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    connect_members()
+    proxy = members.m1.proxy
+    assert proxy is not None
+    before = proxy.accepted
+    start_operator()
+    for member in members:
+        found = wait_hub_condition(
+            cluster, "cluster.tsunagu.io", member.name, "Reachable", "True", "Connected"
+        )
+        assert "answers" in found["message"]
+        version = cluster.get_json("cluster.tsunagu.io", member.name)["status"]["serverVersion"]
+        assert version.startswith("v1.34")
+    # The hub's connections to member 1 went through the proxy: its 15 ms are really there.
+    assert proxy.accepted > before
+    assert proxy.delays.added_rtt_seconds == pytest.approx(0.015)
+
+
+# --- overflow into a member -----------------------------------------------------------------
+
+
+def test_a_remote_job_whose_home_is_full_runs_in_a_member_within_its_budget(
+    cluster: Cluster,
+    namespace: str,
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1, m2 = members.m1, members.m2
+    connect_members()
+    fill_region(cluster, namespace, "tokyo")
+    # Both member regions are allowed; only member 1 (15 ms from tokyo) is within 20 ms,
+    # member 2 (25 ms) is not.
+    cluster.apply(
+        dataset(namespace, "claims", "tokyo", "RemoteAccess", allowedRegions=[m1.region, m2.region])
+    )
+    cluster.apply(training_job(namespace, "overflow", "claims", replicas=2, gpus=8, maxRttMs=20))
+    start_operator()
+
+    body = wait_condition(
+        cluster, namespace, "overflow", "Running", "True", "PodsRunning", PLACED_TIMEOUT
+    )
+    assert body["status"]["region"] == m1.region
+    assert body["status"]["cluster"] == m1.name
+    assert body["status"]["state"] == "Running"
+    assert MEMBER_FINALIZER in (body["metadata"].get("finalizers") or [])
+    scheduled = condition(body, "Scheduled")
+    assert scheduled is not None
+    assert scheduled["reason"] == "Placed"
+    assert m1.name in scheduled["message"]
+    assert m1.region in scheduled["message"]
+    placed = events_named(cluster, namespace, "overflow", "Placed")
+    assert any(m1.name in event["message"] for event in placed), placed
+    seen = verdicts(body)
+    assert seen[m2.region]["reason"] == "LatencyBudget"
+    assert seen["tokyo"]["reason"] == "InsufficientCapacity"
+
+    # The gang is in member 1, in the namespace of the job's name, under its anchor.
+    uid = body["metadata"]["uid"]
+    anchor = m1.anchor(namespace, "overflow")
+    assert anchor is not None, "no anchor ConfigMap tsunagu-overflow in member 1"
+    expected_labels = {
+        "tsunagu.io/hub-namespace": namespace,
+        "tsunagu.io/hub-job": "overflow",
+        "tsunagu.io/hub-job-uid": uid,
+        "tsunagu.io/job": "overflow",
+    }
+    assert expected_labels.items() <= anchor["metadata"]["labels"].items()
+    pods = wait_until(
+        lambda: running_in(m1, namespace, "overflow", 2), message="the gang Running in member 1"
+    )
+    assert [p["metadata"]["name"] for p in pods] == ["overflow-0", "overflow-1"]
+    nodes = set(m1.nodes())
+    for rank, pod in enumerate(pods):
+        labels = pod["metadata"]["labels"]
+        assert labels["tsunagu.io/job"] == "overflow"
+        assert labels["tsunagu.io/rank"] == str(rank)
+        assert labels["tsunagu.io/region"] == m1.region
+        assert {key: labels.get(key) for key in HUB_LABELS} == {
+            key: expected_labels[key] for key in HUB_LABELS
+        }
+        assert pod["spec"]["nodeName"] in nodes
+        assert_owned_by_anchor(pod, anchor)
+    service = m1.service(namespace, "overflow")
+    assert service is not None, "no Service overflow in member 1"
+    assert service["spec"].get("clusterIP") == "None"
+    assert_owned_by_anchor(service, anchor)
+    # Nowhere else.
+    assert set(where(cluster, members, namespace, "overflow")) == {m1.name}
+    assert not m2.anchors(namespace)
+    assert_no_gpu_overcommitted(m1.kube)
+
+
+def assert_owned_by_anchor(item: dict[str, Any], anchor: dict[str, Any]) -> None:
+    owners = [o for o in item["metadata"].get("ownerReferences") or [] if o.get("controller")]
+    assert len(owners) == 1, f"{item['metadata']['name']}: controllers {owners}"
+    owner = owners[0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "ConfigMap", anchor["metadata"]["name"], anchor["metadata"]["uid"]
+    )  # fmt: skip
+
+
+def test_a_pinned_job_whose_home_is_full_waits_there_and_makes_nothing_in_a_member(
+    cluster: Cluster,
+    namespace: str,
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    connect_members()
+    fill_region(cluster, namespace, "tokyo")
+    cluster.apply(dataset(namespace, "records", "tokyo", "Pinned"))
+    cluster.apply(training_job(namespace, "pinned", "records", replicas=2, gpus=8))
+    start_operator()
+
+    body = wait_condition(
+        cluster, namespace, "pinned", "Scheduled", "False", "InsufficientCapacity", PLACED_TIMEOUT
+    )
+    assert not body["status"].get("region")
+    assert not body["status"].get("cluster")
+    seen = verdicts(body)
+    for member in members:
+        assert seen[member.region]["reason"] == "DataResidency"
+    assert where(cluster, members, namespace, "pinned") == {}
+    for member in members:
+        assert not member.anchors(namespace)
+
+
+def test_a_gang_that_fits_nowhere_creates_nothing_in_any_cluster(
+    cluster: Cluster,
+    namespace: str,
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    connect_members()
+    # 5 × 8 GPUs: every region, in the hub and in the members, has 4 nodes of 8.
+    cluster.apply(training_job(namespace, "huge", None, replicas=5, gpus=8))
+    start_operator()
+
+    body = wait_condition(
+        cluster, namespace, "huge", "Scheduled", "False", "InsufficientCapacity", PLACED_TIMEOUT
+    )
+    # The members' regions were judged on their capacity, not passed over as unavailable.
+    seen = verdicts(body)
+    for member in members:
+        assert seen[member.region]["reason"] == "InsufficientCapacity", seen[member.region]
+    assert where(cluster, members, namespace, "huge") == {}
+    for member in members:
+        assert not member.anchors(namespace)
+        assert member.service(namespace, "huge") is None
+    assert not cluster.get_json("services", "-n", namespace)["items"]
+
+
+# --- deletion -------------------------------------------------------------------------------
+
+
+def test_deleting_the_hub_job_removes_its_anchor_pods_and_service_in_the_member(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members()
+    cluster.apply(
+        training_job(namespace, "short", None, replicas=2, gpus=8,
+                     **only_in(m1.region, connection, regions))
+    )  # fmt: skip
+    start_operator()
+    wait_until(
+        lambda: running_in(m1, namespace, "short", 2),
+        timeout=PLACED_TIMEOUT, message="the gang Running in member 1",
+    )  # fmt: skip
+    assert m1.anchor(namespace, "short") is not None
+    assert m1.service(namespace, "short") is not None
+    finalizers = job(cluster, namespace, "short")["metadata"].get("finalizers") or []
+    assert MEMBER_FINALIZER in finalizers
+
+    cluster.kubectl("delete", "trainingjob", "short", "-n", namespace, "--wait=false")
+
+    def member_objects_gone() -> bool:
+        return (
+            m1.anchor(namespace, "short") is None
+            and not m1.pods(namespace, "short")
+            and m1.service(namespace, "short") is None
+        )
+
+    wait_until(member_objects_gone, timeout=60, message="anchor, pods and Service gone in member 1")
+
+    def hub_job_gone() -> bool:
+        found = cluster.kubectl(
+            "get", "trainingjob", "short", "-n", namespace, "--ignore-not-found", "-o", "name"
+        )
+        return not found.stdout.strip()
+
+    wait_until(hub_job_gone, timeout=60, message="the hub job gone (its finalizer lifted)")
+
+
+# --- the hub operator killed in the middle of a burst -----------------------------------------
+
+
+def test_kill_9_of_the_hub_mid_burst_across_clusters_duplicates_and_overcommits_nothing(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    connection = connect_members()
+    member_regions = {member.region for member in members}
+    # 30 gangs, a third each for member 1, member 2 and the hub; 1 or 2 replicas of 2 GPUs,
+    # 30 of the 32 GPUs of each member.
+    target: dict[str, str] = {}
+    jobs = []
+    for i in range(30):
+        name = f"burst-{i:02d}"
+        if i % 3 == 2:
+            target[name] = HUB
+            placement: dict[str, Any] = {"excludedRegions": sorted(member_regions)}
+        else:
+            member = members.members[i % 3]
+            target[name] = member.name
+            placement = only_in(member.region, connection, regions)
+        replicas = 1 + (i // 3) % 2
+        jobs.append(training_job(namespace, name, None, replicas=replicas, gpus=2, **placement))
+    expected_member_pods = sum(
+        body["spec"]["replicas"] for body in jobs if target[body["metadata"]["name"]] != HUB
+    )
+    # Read with the Python client, not kubectl: a kill soon after the first pods appear.
+    apis = [client.CoreV1Api(member.kube.api_client()) for member in members]
+
+    def member_pods() -> int:
+        return sum(
+            len(api.list_namespaced_pod(namespace, label_selector="tsunagu.io/job").items)
+            for api in apis
+        )
+
+    operator = start_operator()
+    cluster.apply(jobs)
+    seen_at_kill = 0
+    for _ in range(2):
+        # Killed as soon as more gangs appear in the members: the burst is then mid-way (or,
+        # were it through already, at least the restart adopts every gang).
+        seen_at_kill = wait_until(
+            lambda floor=seen_at_kill: (
+                (count := member_pods()) > floor or count >= expected_member_pods
+            ) and count,
+            timeout=PLACED_TIMEOUT, interval=0.02, message="more pods of the burst in a member",
+        )  # fmt: skip
+        operator.kill()
+        assert_nothing_twice(cluster, members, namespace)
+        operator = start_operator()
+    print(f"killed at {seen_at_kill} of {expected_member_pods} member pods (the second time)")
+
+    def all_running() -> bool:
+        items = cluster.get_json("trainingjobs", "-n", namespace)["items"]
+        return len(items) == 30 and all(
+            (condition(item, "Running") or {}).get("status") == "True" for item in items
+        )
+
+    wait_until(all_running, timeout=300, interval=0.5, message="every job of the burst Running")
+    assert_nothing_twice(cluster, members, namespace)
+    for item in cluster.get_json("trainingjobs", "-n", namespace)["items"]:
+        name = item["metadata"]["name"]
+        found = where(cluster, members, namespace, name)
+        assert set(found) == {target[name]}, f"{name}: pods in {sorted(found)}"
+        pods = found[target[name]]
+        assert sorted(p["metadata"]["labels"]["tsunagu.io/rank"] for p in pods) == [
+            str(rank) for rank in range(item["spec"]["replicas"])
+        ], name
+        assert item["status"].get("cluster") == (None if target[name] == HUB else target[name])
+        # Adopted after each restart, never made again: each gang ran once.
+        assert item["status"].get("restarts", 0) == 0, name
+        if target[name] != HUB:
+            uids = {p["metadata"]["labels"].get("tsunagu.io/hub-job-uid") for p in pods}
+            assert uids == {item["metadata"]["uid"]}, name
+    for member in members:
+        anchors = [a["metadata"]["labels"]["tsunagu.io/hub-job"] for a in member.anchors(namespace)]
+        assert sorted(anchors) == sorted(n for n, t in target.items() if t == member.name)
+
+
+def assert_nothing_twice(cluster: Cluster, members: Members, namespace: str) -> None:
+    """In every cluster: no rank twice, no node over-committed; and no job in two clusters."""
+    assert_no_pod_duplicated(cluster, namespace)
+    assert_no_gpu_overcommitted(cluster)
+    clusters_of: dict[str, set[str]] = {}
+    for pod in cluster.get_json("pods", "-n", namespace, "-l", "tsunagu.io/job")["items"]:
+        if not pod["metadata"].get("deletionTimestamp"):
+            clusters_of.setdefault(pod["metadata"]["labels"]["tsunagu.io/job"], set()).add(HUB)
+    for member in members:
+        assert_no_pod_duplicated(member.kube, namespace)
+        assert_no_gpu_overcommitted(member.kube)
+        for pod in member.pods(namespace):
+            clusters_of.setdefault(pod["metadata"]["labels"]["tsunagu.io/job"], set()).add(
+                member.name
+            )
+    twice = {name: places for name, places in clusters_of.items() if len(places) > 1}
+    assert not twice, f"jobs with pods in more than one cluster: {twice}"
+
+
+# --- a member that stops answering ----------------------------------------------------------
+
+
+def test_a_member_cut_off_keeps_its_running_job_takes_no_new_work_and_is_reconciled_on_return(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    proxy = m1.proxy
+    assert proxy is not None
+    connection = connect_members()
+    here = only_in(m1.region, connection, regions)
+    cluster.apply(training_job(namespace, "kept", None, replicas=2, gpus=8, **here))
+    start_operator()
+    wait_condition(cluster, namespace, "kept", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    pods = running_in(m1, namespace, "kept", 2)
+    assert pods
+
+    proxy.partition(True)  # the hub's path to member 1 is cut; member 1 itself goes on
+    wait_hub_condition(
+        cluster, "cluster.tsunagu.io", m1.name, "Reachable", "False", "ClusterUnreachable"
+    )
+    region = wait_hub_condition(
+        cluster, "region.tsunagu.io", m1.region, "Available", "False", "ClusterUnreachable"
+    )
+    assert m1.name in region["message"]
+    body = wait_condition(
+        cluster, namespace, "kept", "ClusterReachable", "False", "ClusterUnreachable"
+    )
+    assert (body["status"]["region"], body["status"]["cluster"]) == (m1.region, m1.name)
+    # No new work there.
+    cluster.apply(training_job(namespace, "newcomer", None, replicas=1, gpus=8, **here))
+    waiting = wait_condition(cluster, namespace, "newcomer", "Scheduled", "False")
+    assert verdicts(waiting)[m1.region]["reason"] == "RegionUnavailable"
+    # Meanwhile the gang finishes in member 1, unseen by the hub.
+    for pod in pods:
+        set_outcome(m1.kube, namespace, pod["metadata"]["name"], "Succeeded")
+    wait_until(
+        lambda: all(
+            p["status"].get("phase") == "Succeeded"
+            for p in m1.kube.get_json("pods", "-n", namespace, "-l", "tsunagu.io/job=kept")["items"]
+        ),
+        message="the gang to finish in member 1",
+    )  # fmt: skip
+    # Not requeued or started anywhere else while its cluster cannot be asked.
+    assert (condition(job(cluster, namespace, "kept"), "Finished") or {}).get("status") != "True"
+    assert not live_pods(cluster, namespace, "kept")
+    assert not members.m2.pods(namespace, "kept")
+    assert job(cluster, namespace, "kept")["status"]["region"] == m1.region
+    assert not m1.pods(namespace, "newcomer")
+
+    proxy.partition(False)
+    wait_hub_condition(cluster, "cluster.tsunagu.io", m1.name, "Reachable", "True", "Connected")
+    wait_condition(cluster, namespace, "kept", "ClusterReachable", "True", "Connected")
+    done = wait_condition(cluster, namespace, "kept", "Finished", "True", "Succeeded")
+    assert done["status"]["succeededReplicas"] == 2
+    # The region takes work again: the newcomer runs on the GPUs the finished gang left.
+    placed = wait_condition(
+        cluster, namespace, "newcomer", "Running", "True", "PodsRunning", PLACED_TIMEOUT
+    )
+    assert placed["status"]["cluster"] == m1.name
+
+
+def test_a_member_whose_api_server_stops_keeps_its_job_and_it_runs_on_when_it_is_back(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members()
+    here = only_in(m1.region, connection, regions)
+    cluster.apply(training_job(namespace, "steady", None, replicas=2, gpus=8, **here))
+    start_operator()
+    wait_condition(cluster, namespace, "steady", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    before = {p["metadata"]["uid"] for p in running_in(m1, namespace, "steady", 2)}
+    assert len(before) == 2
+
+    plane = m1.kube.control_plane
+    assert plane is not None
+    try:
+        plane.stop("kube-apiserver")
+        wait_hub_condition(
+            cluster, "cluster.tsunagu.io", m1.name, "Reachable", "False", "ClusterUnreachable"
+        )
+        wait_hub_condition(
+            cluster, "region.tsunagu.io", m1.region, "Available", "False", "ClusterUnreachable"
+        )
+        body = wait_condition(
+            cluster, namespace, "steady", "ClusterReachable", "False", "ClusterUnreachable"
+        )
+        assert body["status"]["region"] == m1.region
+        cluster.apply(training_job(namespace, "newcomer", None, replicas=1, gpus=8, **here))
+        waiting = wait_condition(cluster, namespace, "newcomer", "Scheduled", "False")
+        assert verdicts(waiting)[m1.region]["reason"] == "RegionUnavailable"
+        assert not live_pods(cluster, namespace, "steady")
+        assert not members.m2.pods(namespace, "steady")
+    finally:
+        m1.kube.ensure_control_plane()
+
+    wait_hub_condition(cluster, "cluster.tsunagu.io", m1.name, "Reachable", "True", "Connected")
+    wait_condition(cluster, namespace, "steady", "ClusterReachable", "True", "Connected")
+    running = wait_condition(cluster, namespace, "steady", "Running", "True", "PodsRunning")
+    assert running["status"].get("restarts", 0) == 0
+    # The same pods: nothing was recreated while the member was away.
+    assert {p["metadata"]["uid"] for p in m1.pods(namespace, "steady")} == before
+    wait_condition(cluster, namespace, "newcomer", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+
+
+# --- namespaces in the member ----------------------------------------------------------------
+
+
+def test_a_member_without_the_namespace_gets_no_gang_and_an_event_names_the_namespace(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members(create_namespaces=False, namespace_in=[members.m2])
+    assert not m1.namespace_exists(namespace)
+    here = only_in(m1.region, connection, regions)
+    cluster.apply(training_job(namespace, "homeless", None, replicas=2, gpus=8, **here))
+    start_operator()
+
+    def named() -> list[dict[str, Any]]:
+        return [
+            event
+            for event in events_named(cluster, namespace, "homeless", "BindFailed")
+            if namespace in event["message"]
+        ]
+
+    failed = wait_until(named, timeout=PLACED_TIMEOUT, message="a BindFailed Event naming it")
+    assert failed[0]["type"] == "Warning"
+    assert not m1.namespace_exists(namespace), "the hub created the namespace it may not create"
+    assert where(cluster, members, namespace, "homeless") == {}
+    assert (condition(job(cluster, namespace, "homeless"), "Running") or {}).get("status") != "True"
+
+    # Once the member's admin creates it, the retry makes the gang there.
+    m1.kube.kubectl("create", "namespace", namespace)
+    wait_condition(cluster, namespace, "homeless", "Running", "True", "PodsRunning", 120)
+    assert set(where(cluster, members, namespace, "homeless")) == {m1.name}
+
+
+def test_a_member_that_may_create_namespaces_gets_the_gang_in_a_new_namespace(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members(create_namespaces=True, namespace_in=[members.m2])
+    assert not m1.namespace_exists(namespace)
+    here = only_in(m1.region, connection, regions)
+    cluster.apply(training_job(namespace, "settler", None, replicas=2, gpus=8, **here))
+    start_operator()
+
+    wait_condition(cluster, namespace, "settler", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    assert m1.namespace_exists(namespace)
+    assert len(running_in(m1, namespace, "settler", 2)) == 2
+
+
+# --- orphans --------------------------------------------------------------------------------
+
+
+def test_an_anchor_no_hub_job_owns_is_removed_with_its_pods(
+    cluster: Cluster,
+    namespace: str,
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connect_members()
+    # What a hub that lost its job (deleted while the hub was gone) leaves in a member.
+    lost = str(uuid.uuid4())
+    labels = {
+        "tsunagu.io/hub-namespace": namespace,
+        "tsunagu.io/hub-job": "lost",
+        "tsunagu.io/hub-job-uid": lost,
+        "tsunagu.io/job": "lost",
+    }
+    m1.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "tsunagu-lost", "namespace": namespace, "labels": labels},
+        }
+    )
+    anchor = m1.anchor(namespace, "lost")
+    assert anchor is not None
+    owner = {
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "tsunagu-lost",
+        "uid": anchor["metadata"]["uid"], "controller": True,
+    }  # fmt: skip
+    m1.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "lost-0",
+                "namespace": namespace,
+                "labels": {**labels, "tsunagu.io/rank": "0"},
+                "ownerReferences": [owner],
+            },
+            "spec": {
+                "nodeName": m1.nodes()[0],
+                "containers": [
+                    {"name": "trainer", "image": "trainer",
+                     "resources": {"limits": {"nvidia.com/gpu": "8"}}}
+                ],
+            },
+        }
+    )  # fmt: skip
+    # A hub job of the same name but another uid does not own it.
+    cluster.apply(training_job(namespace, "lost", None, replicas=1, gpus=1,
+                               excludedRegions=[m.region for m in members]))  # fmt: skip
+    start_operator()
+
+    wait_until(
+        lambda: m1.anchor(namespace, "lost") is None and not m1.pods(namespace, "lost"),
+        timeout=60, message="the orphaned anchor and its pod removed from member 1",
+    )  # fmt: skip
+    wait_condition(cluster, namespace, "lost", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
