@@ -89,8 +89,8 @@ class ClusterConnection:
         return since is not None and time.monotonic() - since >= CAUGHT_UP_SECONDS
 
     async def wait_current(self, poll_seconds: float = 0.1) -> None:
-        """Returns once `current`."""
-        while not self.current:
+        """Returns once `current` (which turns true with time passing, not with an event)."""
+        while not self.current:  # noqa: ASYNC110
             await asyncio.sleep(poll_seconds)
 
     async def close(self) -> None:
