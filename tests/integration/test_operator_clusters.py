@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.support.cluster import Cluster, OperatorProcess
-from tests.support.scenario import training_job, wait_condition
+from tests.support.scenario import region_nodes, training_job, wait_condition
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -149,8 +149,9 @@ def test_a_region_in_a_member_cluster_takes_no_work_and_its_status_says_why(
     kubeconfig = Path(cluster.kubeconfig).read_text(encoding="utf-8")
     cluster.apply(labelled(secret(f"member-{names}", kubeconfig), names))
     cluster.apply(labelled(member(f"m-{names}", f"member-{names}"), names))
-    not_yet = wait_until(lambda: reason_is("NotPlacedInMembers"), timeout=30)
-    assert "not yet placed in member clusters" in not_yet["message"]
+    # Connected, but no node of the member carries the region's label.
+    empty = wait_until(lambda: reason_is("NoReadyNodes"), timeout=30)
+    assert empty["status"] == "False"
     tokyo = available(cluster, "tokyo")
     assert tokyo is not None
     assert (tokyo["status"], tokyo["reason"]) == ("True", "Available")
@@ -161,3 +162,56 @@ def test_a_region_in_a_member_cluster_takes_no_work_and_its_status_says_why(
     assert body["status"]["region"] != f"far-{names}"
     verdicts = {a["region"]: a for a in body["status"]["placement"]["alternatives"]}
     assert verdicts[f"far-{names}"]["reason"] == "RegionUnavailable"
+
+
+def test_a_job_placed_in_a_member_runs_there_and_its_deletion_removes_what_it_made(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, names: str
+) -> None:
+    # The member is the test cluster itself; its region takes the member's hokkaido nodes.
+    kubeconfig = Path(cluster.kubeconfig).read_text(encoding="utf-8")
+    cluster.apply(labelled(secret(f"member-{names}", kubeconfig), names))
+    cluster.apply(labelled(member(f"m-{names}", f"member-{names}"), names))
+    region = {
+        "apiVersion": "tsunagu.io/v1alpha1",
+        "kind": "Region",
+        "metadata": {"name": f"far-{names}"},
+        "spec": {
+            "prefecture": "JP-01", "clusterRef": {"name": f"m-{names}"}, "gpuHourPrice": 0,
+            "nodeSelector": {"topology.kubernetes.io/region": "hokkaido"},
+        },
+    }  # fmt: skip
+    cluster.apply(labelled(region, names))
+    wait_until(lambda: (c := available(cluster, f"far-{names}")) and c["status"] == "True",
+               timeout=30)  # fmt: skip
+
+    cluster.apply(training_job(namespace, "cheap", None, replicas=2, gpus=1, objective="Cheapest"))
+    body = wait_condition(cluster, namespace, "cheap", "Running", "True", timeout=60)
+    assert body["status"]["region"] == f"far-{names}"
+    assert body["status"]["cluster"] == f"m-{names}"
+    assert "tsunagu.io/member-objects" in body["metadata"]["finalizers"]
+    scheduled = {c["type"]: c for c in body["status"]["conditions"]}["Scheduled"]
+    assert f"(cluster m-{names})" in scheduled["message"]
+
+    anchor = cluster.get_json("configmap", "-n", namespace, "tsunagu-cheap")
+    assert anchor["metadata"]["labels"]["tsunagu.io/hub-job-uid"] == body["metadata"]["uid"]
+    pods = cluster.get_json("pods", "-n", namespace, "-l", "tsunagu.io/job=cheap")["items"]
+    assert sorted(p["metadata"]["name"] for p in pods) == ["cheap-0", "cheap-1"]
+    for pod in pods:
+        (owner,) = pod["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("ConfigMap", anchor["metadata"]["uid"])
+        assert pod["metadata"]["labels"]["tsunagu.io/hub-namespace"] == namespace
+        assert pod["spec"]["nodeName"] in region_nodes(cluster, "hokkaido")
+    service = cluster.get_json("service", "-n", namespace, "cheap")
+    assert service["metadata"]["ownerReferences"][0]["uid"] == anchor["metadata"]["uid"]
+
+    cluster.kubectl("delete", "trainingjob", "-n", namespace, "cheap", "--wait=false")
+
+    def gone() -> bool:
+        left = cluster.kubectl(
+            "get", "configmap,pods,services", "-n", namespace, "-o", "name",
+            "-l", "tsunagu.io/job=cheap",
+        ).stdout.split()  # fmt: skip
+        job = cluster.kubectl("get", "trainingjob", "-n", namespace, "cheap", check=False)
+        return not left and job.returncode != 0
+
+    wait_until(gone, timeout=60)

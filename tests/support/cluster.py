@@ -183,22 +183,25 @@ def _timestamp(text: str) -> float:
 
 
 DATASET_IN_USE = "tsunagu.io/dataset-in-use"
+MEMBER_OBJECTS = "tsunagu.io/member-objects"
 
 
 def release_datasets(cluster: Cluster, namespace: str) -> None:
-    """Removes tsunagu's in-use finalizer from every Dataset of the namespace."""
-    found = cluster.kubectl("get", "datasets", "-n", namespace, "-o", "json", check=False)
-    if found.returncode != 0:
-        return
-    for item in json.loads(found.stdout)["items"]:
-        finalizers = item["metadata"].get("finalizers") or []
-        if DATASET_IN_USE not in finalizers:
+    """Removes tsunagu's finalizers from every Dataset (in use) and TrainingJob (objects in a
+    member cluster) of the namespace: what an administrator does after stopping tsunagu."""
+    for kind, finalizer in (("datasets", DATASET_IN_USE), ("trainingjobs", MEMBER_OBJECTS)):
+        found = cluster.kubectl("get", kind, "-n", namespace, "-o", "json", check=False)
+        if found.returncode != 0:
             continue
-        rest = [f for f in finalizers if f != DATASET_IN_USE]
-        patch = json.dumps({"metadata": {"finalizers": rest or None}})
-        name = item["metadata"]["name"]
-        cluster.kubectl("patch", "dataset", name, "-n", namespace, "--type=merge", "-p", patch,
-                        check=False)  # fmt: skip
+        for item in json.loads(found.stdout)["items"]:
+            finalizers = item["metadata"].get("finalizers") or []
+            if finalizer not in finalizers:
+                continue
+            rest = [f for f in finalizers if f != finalizer]
+            patch = json.dumps({"metadata": {"finalizers": rest or None}})
+            name = item["metadata"]["name"]
+            cluster.kubectl("patch", kind, name, "-n", namespace, "--type=merge", "-p", patch,
+                            check=False)  # fmt: skip
 
 
 def wait_for_namespace_gone(cluster: Cluster, name: str, timeout: float = 120) -> None:

@@ -10,8 +10,12 @@ RUNNING: Final = "Running"
 FINISHED: Final = "Finished"
 LATENCY_BUDGET_MET: Final = "LatencyBudgetMet"
 RESIDENCY_VIOLATED: Final = "ResidencyViolated"
+# Only on a job placed in a member cluster: whether the hub can reach the member now.
+CLUSTER_REACHABLE: Final = "ClusterReachable"
 
-CONDITION_TYPES: Final = (SCHEDULED, RUNNING, FINISHED, LATENCY_BUDGET_MET, RESIDENCY_VIOLATED)
+CONDITION_TYPES: Final = (
+    SCHEDULED, RUNNING, FINISHED, LATENCY_BUDGET_MET, RESIDENCY_VIOLATED, CLUSTER_REACHABLE,
+)  # fmt: skip
 
 
 class Reason(StrEnum):
@@ -48,6 +52,9 @@ class Reason(StrEnum):
     # ResidencyViolated: the dataset's rules changed under a running job.
     OutsideResidency = "OutsideResidency"
     WithinResidency = "WithinResidency"
+    # ClusterReachable (the member's own reasons when it cannot be used: lifecycle.members).
+    Connected = "Connected"
+    ClusterUnreachable = "ClusterUnreachable"
 
 
 # A region that fails an earlier filter is never tested against a later one, so the position of

@@ -224,6 +224,8 @@ class NodeInfo:
     # takes pods that tolerate node.kubernetes.io/unschedulable.
     unschedulable: bool = False
     ready: bool = True
+    # The member cluster the node is in (its name then qualified, api.members); None: the hub.
+    cluster: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,13 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tsunagu.api.members import (
+    ANCHOR_KIND,
+    HUB_JOB_LABEL,
+    HUB_JOB_UID_LABEL,
+    HUB_NAMESPACE_LABEL,
+    anchor_name,
+)
 from tsunagu.api.names import (
     API_VERSION,
     GPU_RESOURCE,
@@ -215,3 +222,51 @@ def _region_affinity(
         for t in terms
     ]
     return affinity
+
+
+# --- a job placed in a member cluster (api.members) ---------------------------------------------
+def hub_labels(job_body: Mapping[str, Any]) -> dict[str, str]:
+    """The hub job's namespace, name and uid, on everything the hub makes in a member."""
+    metadata = job_body["metadata"]
+    return {
+        HUB_NAMESPACE_LABEL: metadata["namespace"],
+        HUB_JOB_LABEL: metadata["name"],
+        HUB_JOB_UID_LABEL: metadata["uid"],
+    }
+
+
+def build_anchor(job: TrainingJobSpec, job_body: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's anchor in a member: owner of the gang's pods and Service there, so that the
+    member's garbage collector removes them once it is deleted."""
+    metadata = job_body["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": ANCHOR_KIND,
+        "metadata": {
+            "name": anchor_name(job.name),
+            "namespace": job.namespace,
+            "labels": {**job_labels(job), **hub_labels(job_body)},
+        },
+        "data": {"trainingJob": f"{metadata['namespace']}/{metadata['name']}"},
+    }
+
+
+def for_member(
+    body: Mapping[str, Any], job_body: Mapping[str, Any], anchor_uid: str
+) -> dict[str, Any]:
+    """A pod or Service of `build_pod` / `build_service` as it goes to a member: owned by the
+    job's anchor there (the hub's TrainingJob does not exist in the member) and labelled with
+    the hub job. No blockOwnerDeletion: it would ask for rights on the anchor's finalizers."""
+    adapted = copy.deepcopy(dict(body))
+    metadata = adapted["metadata"]
+    metadata["labels"] = {**(metadata.get("labels") or {}), **hub_labels(job_body)}
+    metadata["ownerReferences"] = [
+        {
+            "apiVersion": "v1",
+            "kind": ANCHOR_KIND,
+            "name": anchor_name(job_body["metadata"]["name"]),
+            "uid": anchor_uid,
+            "controller": True,
+        }
+    ]
+    return adapted

@@ -25,6 +25,9 @@ from tsunagu.placement.throughput import FittedModel
 
 logger = logging.getLogger(__name__)
 
+# The verdict of a member whose regions take work (lifecycle.members).
+MEMBER_CONNECTED = "Connected"
+
 
 @dataclass(frozen=True, slots=True)
 class DatasetObject:
@@ -206,8 +209,9 @@ class Catalog:
         for view in clusters:
             nodes.extend(view.nodes.values())
             pods.extend(view.pods.values())
-        seen = {(p.namespace, p.name) for p in pods if p.node_name}
-        pods.extend(p for p in assumed if (p.namespace, p.name) not in seen)
+        # A pod's name is unique within its cluster only; its node says which cluster it is in.
+        seen = {(p.namespace, p.name, p.node_name) for p in pods if p.node_name}
+        pods.extend(p for p in assumed if (p.namespace, p.name, p.node_name) not in seen)
         # A Dataset being deleted takes no new jobs; those running on it keep it (finalizer).
         datasets = [d for key, d in self.datasets.items() if not self.dataset_deleting(key)]
         return ClusterSnapshot.build(
@@ -215,18 +219,19 @@ class Catalog:
         )
 
     def served_regions(self) -> list[RegionSpec]:
-        """The Regions as the engine sees them: a region in a member cluster says why it takes
-        no work (its cluster unknown or unreachable; gangs are not yet placed in members)."""
+        """The Regions as the engine sees them: a region in a member cluster that cannot be used
+        (unknown, unreachable, its kubeconfig wrong) says why it takes no work."""
         regions = []
         for region in self.regions.values():
             if region.cluster is not None:
-                _, message = self.member_verdict(region.cluster)
-                region = replace(region, unavailable=message)
+                reason, message = self.member_verdict(region.cluster)
+                if reason != MEMBER_CONNECTED:
+                    region = replace(region, unavailable=message)
             regions.append(region)
         return regions
 
     def member_verdict(self, cluster: str) -> tuple[str, str]:
-        """(reason, message) of a member cluster's regions, which take no work today."""
+        """(reason, message) of a member cluster's regions: `Connected` when they take work."""
         return self.member_verdicts.get(
             cluster, ("ClusterMissing", f"cluster {cluster}: no Cluster object of that name")
         )

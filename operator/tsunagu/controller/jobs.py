@@ -142,6 +142,10 @@ class JobTracker:
     def __contains__(self, key: object) -> bool:
         return key in self._jobs
 
+    def uids(self) -> set[str]:
+        """The uid of every TrainingJob known (what a member's anchors are checked against)."""
+        return {tracked.uid for tracked in self._jobs.values() if tracked.uid}
+
     def __iter__(self) -> Iterator[JobKey]:
         return iter(list(self._jobs))
 

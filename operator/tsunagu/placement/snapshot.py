@@ -58,27 +58,34 @@ class _RegionState:
 def _assign_regions(regions: Mapping[str, RegionSpec], nodes: Iterable[NodeInfo]) -> dict[str, str]:
     """Node name → region name.
 
-    A region with a nodeSelector takes the nodes matching it (first such region by name); every
-    other region takes the nodes labelled with its name.
+    A node belongs only to a region of its own cluster (the hub's, or the member's its Region
+    names in clusterRef). There, a region with a nodeSelector takes the nodes matching it (first
+    such region by name); every other region takes the nodes labelled with its name.
     """
     by_selector = [
-        (name, spec.node_selector)
+        (name, spec.node_selector, spec.cluster)
         for name, spec in sorted(regions.items())
         if spec.node_selector is not None
     ]
-    by_label = {name for name, spec in regions.items() if spec.node_selector is None}
+    by_label = {name: spec.cluster for name, spec in regions.items() if spec.node_selector is None}
     assignment: dict[str, str] = {}
     for node in nodes:
         labels = dict(node.labels) if by_selector else {}
         chosen = next(
             (
                 name
-                for name, selector in by_selector
-                if all(labels.get(key) == value for key, value in selector)
+                for name, selector, cluster in by_selector
+                if cluster == node.cluster
+                and all(labels.get(key) == value for key, value in selector)
             ),
             None,
         )
-        if chosen is None and node.region in by_label:
+        if (
+            chosen is None
+            and node.region is not None
+            and node.region in by_label
+            and by_label[node.region] == node.cluster
+        ):
             chosen = node.region
         if chosen is not None:
             assignment[node.name] = chosen

@@ -328,6 +328,90 @@ class Kube:
             if error.status != 404:
                 raise
 
+    # --- what the hub makes in a member: the namespace, the job's anchor -------------------
+    async def create_namespace(self, name: str) -> None:
+        """Creates the namespace; one that exists already is fine."""
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        try:
+            await self._send(Lane.GANGS, "POST", "/api/v1/namespaces", body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    async def create_config_map(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The ConfigMap as created (with its uid); Conflict when one of that name exists."""
+        namespace = body["metadata"]["namespace"]
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
+        try:
+            answer = await self._request(Lane.GANGS, "POST", path, body)
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(body["metadata"]["name"]) from error
+            raise
+        return dict(json.loads(answer))
+
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any]:
+        response = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+        try:
+            return dict(json.loads(response.data))
+        finally:
+            response.release_conn()
+
+    def list_config_maps(self, label_selector: str) -> list[dict[str, Any]]:
+        """Every ConfigMap of every namespace with the label selector (the hub's anchors in a
+        member: few, one per job placed there)."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            response = self.core.list_config_map_for_all_namespaces(
+                label_selector=label_selector, limit=LIST_PAGE_SIZE, _preload_content=False,
+                **({"_continue": token} if token else {}),
+            )  # fmt: skip
+            try:
+                page = json.loads(response.data)
+            finally:
+                response.release_conn()
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    async def delete_config_map(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Deletes it (only the object of that uid, when given), its dependents in the
+        background; one already gone is fine."""
+        path = f"/api/v1/namespaces/{namespace}/configmaps/{name}"
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self._send(Lane.GANGS, "DELETE", path, body)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
+    # --- the hub job's own metadata ------------------------------------------------------
+    def read_training_job(self, namespace: str, name: str) -> dict[str, Any]:
+        response = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, TRAINING_JOBS, name, _preload_content=False
+        )
+        try:
+            return dict(json.loads(response.data))
+        finally:
+            response.release_conn()
+
+    async def patch_job_metadata(
+        self, namespace: str, name: str, metadata: Mapping[str, Any]
+    ) -> None:
+        """A merge patch of a TrainingJob's metadata (its finalizers, with the resourceVersion
+        they were read at, so a concurrent change answers 409 instead of being overwritten)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{TRAINING_JOBS}/{name}"
+        try:
+            await self._send(Lane.GANGS, "PATCH", path, {"metadata": metadata}, MERGE_PATCH)
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(name) from error
+            raise
+
     async def create_event(self, body: Mapping[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]
         await self._send(Lane.REPORTS, "POST", f"/api/v1/namespaces/{namespace}/events", body)

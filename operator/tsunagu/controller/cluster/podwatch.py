@@ -40,6 +40,8 @@ POLL_SECONDS = 0.1
 PodEvent = tuple[str, dict[str, Any]]
 # Told which TrainingJobs' pods changed and whether GPUs came free.
 PodsChanged = Callable[[set[JobKey], bool], None]
+# Told which nodes (as the view names them) changed.
+NodesChanged = Callable[[set[str]], None]
 
 
 def observe_pods(view: ClusterView, events: list[PodEvent], on_change: PodsChanged) -> None:
@@ -80,17 +82,69 @@ async def list_pods(kube: Kube, view: ClusterView, on_change: PodsChanged) -> st
     return version
 
 
+def observe_nodes(view: ClusterView, events: list[PodEvent], on_change: NodesChanged) -> None:
+    """Records node events in the view (a member's: the hub's own nodes come through Kopf)."""
+    changed: set[str] = set()
+    for kind, body in events:
+        if kind == "BOOKMARK":
+            continue
+        name = str((body.get("metadata") or {}).get("name", ""))
+        if kind == "DELETED":
+            view.delete_node(name)
+        else:
+            view.upsert_node(body)
+        changed.add(name)
+    if changed:
+        on_change(changed)
+
+
+async def list_nodes(kube: Kube, view: ClusterView, on_change: NodesChanged) -> str:
+    """Lists every node into the view, forgetting nodes the list no longer has; returns the
+    list's resourceVersion."""
+    present: set[str] = set()
+    version, token = "", None
+    while True:
+        page = await kube.call(kube.list_page, "nodes", token)
+        version = version or page.resource_version
+        for body in page.items:
+            present.add(str((body.get("metadata") or {}).get("name", "")))
+        observe_nodes(view, [("MODIFIED", body) for body in page.items], on_change)
+        token = page.next_token
+        if token is None:
+            break
+    gone = {name for name in view.nodes if _own_name(name) not in present}
+    for name in gone:
+        view.delete_node(_own_name(name))
+    if gone:
+        on_change(gone)
+    return version
+
+
+def _own_name(qualified: str) -> str:
+    return qualified.rpartition("/")[2]
+
+
 class PodWatch:
-    """Watches pods for as long as the operator runs: resumes after the last event it handed
-    to the view, lists again when the API server no longer has that version."""
+    """Watches pods (or, with `kind="nodes"`, nodes) for as long as the operator runs: resumes
+    after the last event it handed to the view, lists again when the API server no longer has
+    that version."""
 
     def __init__(
-        self, kube: Kube, view: ClusterView, on_change: PodsChanged, resource_version: str
+        self,
+        kube: Kube,
+        view: ClusterView,
+        on_change: Callable[[Any], None] | PodsChanged,
+        resource_version: str,
+        kind: str = "pods",
+        where: str = "",
     ) -> None:
         self.kube = kube
         self.view = view
-        self.on_change = on_change
+        self.on_change: Any = on_change
         self.resource_version = resource_version
+        self.kind = kind
+        # Said in the log: which cluster's watch this is ("" for the hub).
+        self.name = f"{kind[:-1]} watch{f' of cluster {where}' if where else ''}"
         # time.monotonic() when the open watch was opened; None while none is open.
         self.streaming_since: float | None = None
         self._failures = 0
@@ -103,13 +157,13 @@ class PodWatch:
         while True:
             try:
                 if relist:
-                    self.resource_version = await list_pods(self.kube, self.view, self.on_change)
+                    self.resource_version = await self._list()
                     relist = False
                     self._from_list = True
                 await self._watch_once()
                 metrics.POD_WATCH_RESTARTS.labels(reason="Ended").inc()
             except Gone as error:
-                logger.info("pod watch expired (%s): listing pods again", error)
+                logger.info("%s expired (%s): listing again", self.name, error)
                 metrics.POD_WATCH_RESTARTS.labels(reason="Expired").inc()
                 relist = True
             except Exception as error:
@@ -117,7 +171,7 @@ class PodWatch:
                 metrics.POD_WATCH_RESTARTS.labels(reason="Failed").inc()
                 delay = RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS) - 1)]
                 self._failures += 1
-                logger.warning("pod watch failed (%s); again in %.1f s", error, delay)
+                logger.warning("%s failed (%s); again in %.1f s", self.name, error, delay)
                 await asyncio.sleep(delay)
             finally:
                 self.streaming_since = None
@@ -132,8 +186,16 @@ class PodWatch:
                 return
             await asyncio.sleep(POLL_SECONDS)
 
+    async def _list(self) -> str:
+        if self.kind == "nodes":
+            return await list_nodes(self.kube, self.view, self.on_change)
+        return await list_pods(self.kube, self.view, self.on_change)
+
     def _deliver(self, events: list[PodEvent]) -> None:
-        observe_pods(self.view, events, self.on_change)
+        if self.kind == "nodes":
+            observe_nodes(self.view, events, self.on_change)
+        else:
+            observe_pods(self.view, events, self.on_change)
         version = (events[-1][1].get("metadata") or {}).get("resourceVersion")
         if version:
             self.resource_version = str(version)
@@ -142,7 +204,7 @@ class PodWatch:
         """One watch request, until the server ends it or it fails."""
         loop = asyncio.get_running_loop()
         stream: WatchStream = await self.kube.call(
-            self.kube.watch, "pods", self.resource_version, WATCH_TIMEOUT_SECONDS
+            self.kube.watch, self.kind, self.resource_version, WATCH_TIMEOUT_SECONDS
         )
         # The API server answered the watch: the next failure is a first one again.
         self._failures = 0

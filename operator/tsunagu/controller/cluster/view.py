@@ -9,11 +9,24 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from tsunagu.api.names import GPU_RESOURCE, JOB_LABEL, PODS_RESOURCE, RANK_LABEL
+from tsunagu.api.members import (
+    ANCHOR_KIND,
+    HUB_JOB_UID_LABEL,
+    HUB_NAMESPACE_LABEL,
+    anchor_name,
+    qualified_node,
+)
+from tsunagu.api.names import (
+    GPU_RESOURCE,
+    JOB_LABEL,
+    PODS_RESOURCE,
+    RANK_LABEL,
+    TRAINING_JOB_KIND,
+)
 from tsunagu.api.parse import SpecError, parse_node, parse_pod
 from tsunagu.api.podgroups import GroupPod, group_pod_from
 from tsunagu.api.types import JobKey, NodeInfo, PodUsage
@@ -36,6 +49,13 @@ class JobPod:
     owner_kind: str | None = None
     # status.reason of a pod that failed (e.g. OutOfnvidia.com/gpu when the kubelet refused it).
     reason: str | None = None
+    # The member cluster the pod is in (its node_name then qualified); None: the hub.
+    cluster: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique over every cluster: the name, qualified by a member's name."""
+        return qualified_node(self.cluster, self.name)
 
     @property
     def refused_by_kubelet(self) -> bool:
@@ -86,7 +106,11 @@ def _not_ready_since(node: Mapping[str, Any], now: float) -> float | None:
     return None
 
 
-def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
+def job_pod_from(
+    body: Mapping[str, Any], cluster: str | None = None
+) -> tuple[JobKey, JobPod] | None:
+    """The pod of a TrainingJob, in the hub or in `cluster` (a member, where its owner is the
+    job's anchor ConfigMap and the hub job's uid is a label: see api.members)."""
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
     job_name = labels.get(JOB_LABEL)
@@ -97,24 +121,57 @@ def job_pod_from(body: Mapping[str, Any]) -> tuple[JobKey, JobPod] | None:
     except ValueError:
         rank = -1
     owner_kind, owner_uid = _controller(metadata)
+    namespace = metadata.get("namespace", "default")
+    if cluster is not None:
+        owner = _member_owner(metadata, job_name, namespace)
+        if owner is None:
+            return None
+        owner_kind, owner_uid = owner
+    node = (body.get("spec") or {}).get("nodeName")
     pod = JobPod(
         name=metadata["name"],
         rank=rank,
-        node_name=(body.get("spec") or {}).get("nodeName"),
+        node_name=qualified_node(cluster, node) if node else None,
         phase=(body.get("status") or {}).get("phase") or "Pending",
         deleting=bool(metadata.get("deletionTimestamp")),
         owner_uid=owner_uid,
         region=labels.get("tsunagu.io/region"),
         owner_kind=owner_kind,
         reason=(body.get("status") or {}).get("reason"),
+        cluster=cluster,
     )
-    return (metadata.get("namespace", "default"), job_name), pod
+    return (namespace, job_name), pod
+
+
+def _member_owner(
+    metadata: Mapping[str, Any], job_name: str, namespace: str
+) -> tuple[str | None, str | None] | None:
+    """In a member: the hub TrainingJob a pod belongs to, when its controller is the job's
+    anchor and its labels name the hub job (namespace and uid); None for any other pod, even
+    with the job's label (one of a tsunagu that is hub of the member itself, say): it is no
+    gang of ours, though it still takes its node's resources."""
+    labels = metadata.get("labels") or {}
+    for reference in metadata.get("ownerReferences") or []:
+        if (
+            reference.get("controller")
+            and reference.get("kind") == ANCHOR_KIND
+            and reference.get("name") == anchor_name(job_name)
+            and labels.get(HUB_NAMESPACE_LABEL) == namespace
+            and labels.get(HUB_JOB_UID_LABEL)
+        ):
+            return TRAINING_JOB_KIND, str(labels[HUB_JOB_UID_LABEL])
+    return None
 
 
 @dataclass
 class ClusterView:
     """Nodes (with their readiness) and pods (every pod with its requests, the pods of
-    TrainingJobs by job, and the members of pod groups by group)."""
+    TrainingJobs by job, and the members of pod groups by group).
+
+    The view of a member (`cluster`) qualifies its node names (api.members) and keeps no pod
+    groups: other controllers' gangs are placed in their own cluster only."""
+
+    cluster: str | None = None
 
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     # Every pod of the cluster by (namespace, name), with what it requests of its node.
@@ -134,6 +191,8 @@ class ClusterView:
         except SpecError as error:
             logger.warning("ignoring node: %s", error)
             return False
+        if self.cluster is not None:
+            node = replace(node, name=qualified_node(self.cluster, node.name), cluster=self.cluster)
         previous = self.nodes.get(node.name)
         self.nodes[node.name] = node
         was_ready = node.name not in self.not_ready
@@ -145,6 +204,8 @@ class ClusterView:
         return previous != node or was_ready != (node.name not in self.not_ready)
 
     def delete_node(self, name: str) -> bool:
+        """Forgets a node by its own name (as its cluster names it)."""
+        name = qualified_node(self.cluster, name)
         self.not_ready.pop(name, None)
         return self.nodes.pop(name, None) is not None
 
@@ -160,14 +221,18 @@ class ClusterView:
         except SpecError as error:
             logger.warning("ignoring pod: %s", error)
             usage = None
+        if usage is not None and usage.node_name and self.cluster is not None:
+            usage = replace(usage, node_name=qualified_node(self.cluster, usage.node_name))
         if usage is not None:
             # Every pod, whatever its scheduler: each takes its requests and a pod slot of its
             # node once bound (a DaemonSet's, another scheduler's, a pod bound by hand).
             previous = self.pods.get(key)
             released = previous is not None and _holds(previous) and not _holds(usage)
             self.pods[key] = usage
-        job = job_pod_from(body)
+        job = job_pod_from(body, self.cluster)
         if job is None:
+            if self.cluster is not None:
+                return None, released
             return self._upsert_group_pod(body), released
         job_key, pod = job
         self.job_pods[job_key][pod.name] = pod
@@ -190,11 +255,13 @@ class ClusterView:
         key = (metadata.get("namespace", "default"), metadata.get("name", ""))
         previous = self.pods.pop(key, None)
         released = previous is not None and _holds(previous)
-        job = job_pod_from(body)
+        job = job_pod_from(body, self.cluster)
         if job is not None:
             job_key, pod = job
             _drop(self.job_pods, job_key, pod.name)
             return job_key, released
+        if self.cluster is not None:
+            return None, released
         try:
             member = group_pod_from(body)
         except SpecError:

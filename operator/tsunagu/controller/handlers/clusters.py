@@ -18,7 +18,7 @@ async def cluster_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
         return
     name = event["object"]["metadata"]["name"]
     if event["type"] == "DELETED":
-        operator.members.deleted(name)
+        await operator.members.deleted(name)
     else:
         operator.members.observe(event["object"])
     await operator.member_changed(name)

@@ -14,14 +14,17 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from tsunagu.api.conditions import FINISHED, RUNNING, SCHEDULED, Reason
+from tsunagu.api.conditions import CLUSTER_REACHABLE, FINISHED, RUNNING, SCHEDULED, Reason
+from tsunagu.api.members import MEMBER_OBJECTS_FINALIZER, anchor_name
 from tsunagu.api.names import TRAINING_JOB_KIND
 from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
-from tsunagu.controller.builders import build_service
-from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.builders import build_service, for_member
+from tsunagu.controller.cluster.connection import ClusterSet
 from tsunagu.controller.cluster.view import JobPod
 from tsunagu.controller.jobs import JobTracker
+from tsunagu.controller.lifecycle.memberobjects import MemberObjects, being_deleted
+from tsunagu.controller.lifecycle.members import SYNCING, MemberClusters
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.status import (
     ConditionUpdate,
@@ -58,7 +61,9 @@ class JobLifecycle:
         self,
         *,
         jobs: JobTracker,
-        cluster: ClusterConnection,
+        clusters: ClusterSet,
+        members: MemberClusters,
+        member_objects: MemberObjects,
         queue: SchedulingQueue,
         statuses: StatusBook,
         events: EventRecorder,
@@ -69,7 +74,9 @@ class JobLifecycle:
     ) -> None:
         self.node_lost_grace_seconds = node_lost_grace_seconds
         self.jobs = jobs
-        self.cluster = cluster
+        self.clusters = clusters
+        self.members = members
+        self.member_objects = member_objects
         self.queue = queue
         self.statuses = statuses
         self.events = events
@@ -105,14 +112,28 @@ class JobLifecycle:
             return
         now = time.time()
         generation = tracked.generation
+        body = self.jobs.body(key)
+        if body is not None and being_deleted(body):
+            # Its finalizer waits for what it has in member clusters.
+            self.queue.remove(key)
+            await self.member_objects.release(key, body, self._cluster_of(key))
+            return
         job = tracked.spec
         if job is None:
             self.queue.remove(key)
             self._report_invalid(key, generation, now, tracked.invalid or "invalid spec")
             return
-        pods = self.cluster.view.pods_of(key)
+        pods = self.clusters.pods_of(key)
+        member = self._cluster_of(key) or next(
+            (p.cluster for p in pods.values() if p.cluster), None
+        )
+        finished = is_true(self.statuses.condition(key, FINISHED))
+        if member and not finished and not self._member_reachable(key, generation, now, member):
+            # What its pods do there is not known now: nothing is decided on a stale view, and
+            # the gang is never started a second time while the first may still run.
+            return
         ours = {name: pod for name, pod in pods.items() if pod.owner_uid == tracked.uid}
-        if is_true(self.statuses.condition(key, FINISHED)):
+        if finished:
             self.queue.remove(key)
             # Finished: only the counts still move, as the remaining pods go away.
             self.statuses.update(key, generation, now, fields=_counts(job, ours.values()))
@@ -121,6 +142,10 @@ class JobLifecycle:
             # Pods of an earlier job with the same name are still going away: wait for them.
             return
         self._report_strangers(key, {n for n, p in pods.items() if _stranger(p)})
+        if not ours and MEMBER_OBJECTS_FINALIZER in _finalizers(body) and not self._all_current():
+            # It had objects in a member: a gang bound there before a restart, its status not
+            # yet written, may be in a member not seen yet. It is not started a second time.
+            return
         if not ours:
             self.jobs.teardown.discard(key)
             await self._no_pods(job, generation, now)
@@ -129,6 +154,36 @@ class JobLifecycle:
             return  # a rollback, restart or requeue is in progress; delete events call us again
         self.queue.remove(key)
         await self._with_pods(job, generation, now, list(ours.values()))
+
+    def _all_current(self) -> bool:
+        """Every member with a connection shows its pods as they are (one never connected, its
+        kubeconfig wrong from the start, can hold no gang of ours)."""
+        return all(connection.current for connection in self.clusters.members.values())
+
+    def _cluster_of(self, key: JobKey) -> str | None:
+        """The member cluster the job was placed in, as its status says; None: the hub."""
+        cluster = self.statuses.current(key).get("cluster")
+        return str(cluster) if cluster else None
+
+    def _member_reachable(self, key: JobKey, generation: int, now: float, member: str) -> bool:
+        """Whether the member the job's gang is in can be acted on now (it answers and its view
+        caught up); ClusterReachable says so, with the member's reason when it cannot."""
+        reason, message = self.members.usable(member)
+        reachable = reason == str(Reason.Connected)
+        if reason == SYNCING:
+            return False  # listed in a moment (after a restart): looked at again then
+        previous = self.statuses.condition(key, CLUSTER_REACHABLE)
+        if previous is None and reachable:
+            return True  # said only once it was ever unreachable: most jobs never see it
+        text = f"cluster {member}: {message}"
+        self.statuses.update(
+            key, generation, now,
+            conditions=[ConditionUpdate(CLUSTER_REACHABLE, reachable, reason, text)],
+        )  # fmt: skip
+        if previous is None or previous.get("reason") != reason:
+            kind = "Normal" if reachable else "Warning"
+            self.events.job_event(key, kind, reason, text)
+        return reachable
 
     def _report_strangers(self, key: JobKey, names: set[str]) -> None:
         """Pods with the job's label that are not its own are ignored: said once, in an Event."""
@@ -226,9 +281,12 @@ class JobLifecycle:
     def _node_lost(self, key: JobKey, pods: list[JobPod], now: float) -> bool:
         """A node of the gang is gone, or NotReady for longer than the grace period; within the
         grace, the job is looked at again when it ends."""
-        view, grace = self.cluster.view, self.node_lost_grace_seconds
-        left = min((view.node_lost_in(p.node_name, grace, now) for p in pods if p.node_name),
-                   default=float("inf"))  # fmt: skip
+        grace = self.node_lost_grace_seconds
+        left = float("inf")
+        for pod in pods:
+            view = self.clusters.view_of(pod.cluster)
+            if pod.node_name and view is not None:
+                left = min(left, view.node_lost_in(pod.node_name, grace, now))
         if left == 0:
             return True
         if left != float("inf"):
@@ -263,10 +321,13 @@ class JobLifecycle:
             # Bound before a crash, status never written: adopt the gang as it is. Its Service
             # comes after the pods (see the binder) and may not have been made yet.
             body = self.jobs.body(job.key)
+            member = next((p.cluster for p in pods if p.cluster), None)
             if body is not None:
-                await self.cluster.client.create_service(build_service(job, body))
+                await self._adopt_service(job, body, member)
             region = next((p.region for p in pods if p.region), None)
             fields["region"] = region
+            if member is not None:
+                fields["cluster"] = member
             conditions.append(
                 ConditionUpdate(
                     SCHEDULED, True, str(Reason.Placed), f"adopted the gang in {region}"
@@ -288,6 +349,19 @@ class JobLifecycle:
         if not was_running:
             self.events.job_event(job.key, "Normal", str(Reason.PodsRunning), "every replica runs")
 
+    async def _adopt_service(
+        self, job: TrainingJobSpec, body: dict[str, Any], member: str | None
+    ) -> None:
+        connection = self.clusters.get(member)
+        if connection is None:
+            return
+        service = build_service(job, body)
+        if member is not None:
+            client = connection.client
+            anchor = await client.call(client.read_config_map, job.namespace, anchor_name(job.name))
+            service = for_member(service, body, str(anchor["metadata"]["uid"]))
+        await connection.client.create_service(service)
+
     async def _restart_or_fail(
         self, job: TrainingJobSpec, generation: int, now: float, counts: dict[str, int]
     ) -> None:
@@ -302,7 +376,7 @@ class JobLifecycle:
                     ConditionUpdate(RUNNING, False, str(Reason.Restarting), message),
                 ],
                 fields={**counts, "restarts": restarts + 1},
-                remove=("region",),
+                remove=("region", "cluster"),
             )  # fmt: skip
             self.events.job_event(job.key, "Warning", str(Reason.Restarting), message)
         else:
@@ -338,7 +412,7 @@ class JobLifecycle:
                 ConditionUpdate(SCHEDULED, False, str(Reason.Requeued), message),
                 ConditionUpdate(RUNNING, False, str(Reason.Requeued), message),
             ],
-            remove=("region", "startTime"),
+            remove=("region", "cluster", "startTime"),
         )  # fmt: skip
         self.events.job_event(job.key, "Warning", str(Reason.Requeued), message)
         self.assumed.forget(job.key)
@@ -352,12 +426,18 @@ class JobLifecycle:
         tracked = self.jobs.get(job.key)
         uid = tracked.uid if tracked is not None else None
         # Only the job's own pods: one that merely carries its label is someone else's.
-        pods = [p for p in self.cluster.view.pods_of(job.key).values() if p.owner_uid == uid]
+        pods = [p for p in self.clusters.pods_of(job.key).values() if p.owner_uid == uid]
         targets = [p for p in pods if not (only_live and p.phase in ("Succeeded", "Failed"))]
-        await asyncio.gather(
-            *(self.cluster.client.delete_pod(job.namespace, p.name) for p in targets),
-            return_exceptions=True,
-        )
+        deletes = []
+        for pod in targets:
+            connection = self.clusters.get(pod.cluster)
+            if connection is not None:
+                deletes.append(connection.client.delete_pod(job.namespace, pod.name))
+        await asyncio.gather(*deletes, return_exceptions=True)
+
+
+def _finalizers(body: dict[str, Any] | None) -> tuple[str, ...]:
+    return tuple(((body or {}).get("metadata") or {}).get("finalizers") or ())
 
 
 def _stranger(pod: JobPod) -> bool:

@@ -1,10 +1,7 @@
-"""Member clusters: the `Cluster` objects, a client for each from the kubeconfig in its Secret,
-and whether it answers — written to the Cluster's status and handed to the catalog, whose
-regions in that cluster take no work while it is unknown or unreachable.
-
-What exists today is the first slice of placing gangs in other clusters: the connection and
-its health. Gangs are not yet created in a member, so a region in a reachable member says that
-too, rather than looking empty (docs/clusters.md).
+"""Member clusters: the `Cluster` objects, a client and a `ClusterConnection` (watches and view)
+for each from the kubeconfig in its Secret, and whether it answers — written to the Cluster's
+status and handed to the catalog, whose regions in that cluster take no work while it is unknown
+or unreachable (docs/clusters.md).
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +25,9 @@ from tsunagu.api.parse import parse_cluster
 from tsunagu.api.types import ClusterSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.catalog import Catalog
-from tsunagu.controller.cluster.client import Kube, Lane, NotLeading
+from tsunagu.controller.cluster.client import Kube, Lane, NotLeading, WriteGate
+from tsunagu.controller.cluster.connection import ClusterConnection, ClusterSet
+from tsunagu.controller.cluster.podwatch import NodesChanged, PodsChanged
 from tsunagu.controller.report.status import timestamp
 
 logger = logging.getLogger(__name__)
@@ -39,11 +38,10 @@ SECRET_MISSING = "SecretMissing"
 KUBECONFIG_INVALID = "KubeconfigInvalid"
 CLUSTER_UNREACHABLE = "ClusterUnreachable"
 INVALID_SPEC = "InvalidSpec"
-# The reason a region of a reachable member gives for taking no work.
-NOT_PLACED_IN_MEMBERS = "NotPlacedInMembers"
-NOT_PLACED_YET = (
-    "gangs are not yet placed in member clusters (docs/clusters.md): this region takes no work"
-)
+# A reachable member whose view is still being listed, or whose watch is catching up.
+SYNCING = "Syncing"
+# A member's first list is tried again this long after it failed.
+PRIME_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -58,6 +56,8 @@ class MemberState:
     # Which kubeconfig the client was made from: a changed Secret makes a new client.
     digest: str | None = None
     written: dict[str, Any] = field(default_factory=dict)
+    # The watches of its connection (cancelled when the client is replaced or the Cluster goes).
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def reachable(self) -> bool:
@@ -96,14 +96,47 @@ def cluster_status(state: MemberState, now: float) -> dict[str, Any]:
 
 class MemberClusters:
     def __init__(
-        self, *, client: Kube, namespace: str, catalog: Catalog, timeout_seconds: float = 5.0
+        self,
+        *,
+        client: Kube,
+        namespace: str,
+        catalog: Catalog,
+        clusters: ClusterSet,
+        on_pods_changed: PodsChanged,
+        on_nodes_changed: NodesChanged,
+        on_reachability: Callable[[str], Awaitable[None]] | None = None,
+        timeout_seconds: float = 5.0,
     ) -> None:
         # The hub's client: the Secrets are read, and the Cluster statuses written, through it.
         self.client = client
         self.namespace = namespace
         self.catalog = catalog
+        self.clusters = clusters
+        self.on_pods_changed = on_pods_changed
+        self.on_nodes_changed = on_nodes_changed
+        # Told when a member became reachable or stopped being so.
+        self.on_reachability = on_reachability
         self.timeout_seconds = timeout_seconds
+        # Every write to a member asks it first, as writes to the hub do (the Lease).
+        self.gate: WriteGate | None = None
         self.members: dict[str, MemberState] = {}
+
+    def spec(self, name: str) -> ClusterSpec | None:
+        state = self.members.get(name)
+        return state.spec if state is not None else None
+
+    def usable(self, name: str) -> tuple[str, str]:
+        """(reason, message): `Connected` when the member answers and its view is current, so
+        what it shows of a job's pods may be acted on; else why not."""
+        state = self.members.get(name)
+        if state is None:
+            return "ClusterMissing", "no Cluster object of that name"
+        if not state.reachable:
+            return state.reason, state.message
+        connection = self.clusters.members.get(name)
+        if connection is None or not connection.current:
+            return SYNCING, "the member answers; its nodes and pods are being listed"
+        return CONNECTED, state.message
 
     def observe(self, body: Mapping[str, Any]) -> str:
         metadata = body.get("metadata") or {}
@@ -117,9 +150,14 @@ class MemberClusters:
             self._verdict(name, state, INVALID_SPEC, str(error))
         return name
 
-    def deleted(self, name: str) -> MemberState | None:
+    async def deleted(self, name: str) -> None:
+        """The Cluster is gone: its connection closes, its regions take no work."""
         self.catalog.member_verdicts.pop(name, None)
-        return self.members.pop(name, None)
+        state = self.members.pop(name, None)
+        if state is not None:
+            await self._disconnect(name, state)
+            if state.client is not None:
+                await state.client.close()
 
     async def check_all(self, write: bool) -> None:
         for name in list(self.members):
@@ -173,9 +211,12 @@ class MemberClusters:
                 text = f"Secret {self.namespace}/{spec.secret_name} key {spec.secret_key}"
                 self._verdict(name, state, KUBECONFIG_INVALID, f"{text}: {error}")
                 return
+            member.gate = self.gate
+            await self._disconnect(name, state)
             if state.client is not None:
                 await state.client.close()
             state.client, state.digest = member, digest
+            self._connect(name, state, member)
         try:
             state.version = await state.client.server_version(within=self.timeout_seconds)
         except Exception as error:
@@ -186,15 +227,50 @@ class MemberClusters:
         state.last_contact = time.time()
         self._verdict(name, state, CONNECTED, f"API server {state.version} answers")
 
+    def _connect(self, name: str, state: MemberState, client: Kube) -> None:
+        """A connection for the member's new client: listed, then watched, in the background
+        (a slow member never holds up the hub)."""
+        connection = ClusterConnection(
+            name, client, on_pods_changed=self.on_pods_changed,
+            on_nodes_changed=self.on_nodes_changed,
+        )  # fmt: skip
+        self.clusters.members[name] = connection
+
+        async def follow() -> None:
+            while True:
+                try:
+                    await connection.prime()
+                    break
+                except Exception as error:
+                    logger.warning("listing cluster %s failed (%s); again soon", name, error)
+                    await asyncio.sleep(PRIME_RETRY_SECONDS)
+            logger.info("cluster %s: %d nodes listed", name, len(connection.view.nodes))
+            await asyncio.gather(connection.pod_watch().run(), connection.node_watch().run())
+
+        task = asyncio.create_task(follow(), name=f"cluster {name}")
+        task.add_done_callback(_log_failure)
+        state.tasks.append(task)
+
+    async def _disconnect(self, name: str, state: MemberState) -> None:
+        tasks, state.tasks = state.tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.clusters.members.pop(name, None)
+
     def _verdict(self, name: str, state: MemberState, reason: str, message: str) -> None:
+        changed = state.reason != reason
         if (state.reason, state.message) != (reason, message):
             logger.info("cluster %s: %s: %s", name, reason, message)
         state.reason, state.message = reason, message
         self.catalog.member_verdicts[name] = (
-            (NOT_PLACED_IN_MEMBERS, f"cluster {name}: {NOT_PLACED_YET}")
+            (reason, f"cluster {name}: {message}")
             if reason == CONNECTED
             else (reason, f"cluster {name} is not usable ({reason}): {message}")
         )
+        if changed and self.on_reachability is not None:
+            callback = asyncio.ensure_future(self.on_reachability(name))
+            callback.add_done_callback(_log_failure)
 
     async def _write_status(self, name: str, state: MemberState) -> None:
         status = cluster_status(state, time.time())
@@ -225,6 +301,12 @@ class MemberClusters:
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        for state in self.members.values():
+        for name, state in list(self.members.items()):
+            await self._disconnect(name, state)
             if state.client is not None:
                 await state.client.close()
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("member cluster task failed", exc_info=task.exception())

@@ -12,7 +12,7 @@ from typing import Any
 from tsunagu.api.names import API_VERSION, GPU_RESOURCE, REGION_KIND
 from tsunagu.controller import metrics
 from tsunagu.controller.catalog import Catalog
-from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.cluster.connection import ClusterSet
 from tsunagu.controller.cluster.view import ClusterView
 from tsunagu.controller.report.events import EventRecorder, event_body
 from tsunagu.controller.report.status import ConditionUpdate, region_status_fields, timestamp
@@ -100,7 +100,7 @@ class RegionStatusWriter:
     def __init__(
         self,
         catalog: Catalog,
-        clusters: Sequence[ClusterConnection],
+        clusters: ClusterSet,
         settings: ReportingSettings,
         events: EventRecorder,
     ) -> None:
@@ -161,7 +161,7 @@ class RegionStatusWriter:
         patch = merge_patch(old, new)
         if not patch:
             return
-        client = self.clusters[0].client  # Regions live in the operator's own cluster
+        client = self.clusters.hub.client  # Regions live in the operator's own cluster
         try:
             await client.patch_region_status(name, patch)
             self._written[name] = new
@@ -174,9 +174,9 @@ class RegionStatusWriter:
         """Whether the region takes new work, and why not (its member cluster, a cordon, no
         ready node); the transition time stays while the status does."""
         spec = snapshot.region(name)
-        if spec.cluster is not None:
-            reason, message = self.catalog.member_verdict(spec.cluster)
-            condition = ConditionUpdate(AVAILABLE, False, reason, message)
+        if spec.unavailable is not None and spec.cluster is not None:
+            reason, _ = self.catalog.member_verdict(spec.cluster)
+            condition = ConditionUpdate(AVAILABLE, False, reason, spec.unavailable)
         elif spec.cordoned:
             condition = ConditionUpdate(AVAILABLE, False, "Cordoned", "spec.cordoned is true")
         elif not snapshot.is_available(name):

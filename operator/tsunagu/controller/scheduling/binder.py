@@ -10,16 +10,25 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
 from tsunagu.api.conditions import RESIDENCY_VIOLATED, SCHEDULED, Reason
-from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
+from tsunagu.api.members import HUB_JOB_UID_LABEL, MEMBER_OBJECTS_FINALIZER, split_node
+from tsunagu.api.types import ClusterSpec, JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
-from tsunagu.controller.builders import build_pod, build_service, pod_name
+from tsunagu.controller.builders import (
+    build_anchor,
+    build_pod,
+    build_service,
+    for_member,
+    pod_name,
+)
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Conflict, Kube
+from tsunagu.controller.cluster.connection import ClusterConnection, ClusterSet
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.status import (
@@ -40,6 +49,20 @@ T = TypeVar("T")
 
 MAX_BIND_BACKOFF_SECONDS = 60.0
 ROLLBACK_WAIT_SECONDS = 60.0
+FINALIZER_ATTEMPTS = 3
+
+
+class MemberNotReady(RuntimeError):
+    """The gang cannot be made in the member now (its namespace is missing, an earlier job's
+    objects are still there): tried again after the backoff, said in the Event."""
+
+
+@dataclass
+class Attempt:
+    """One try at a gang: the cluster it goes to and the pods it created (for a rollback)."""
+
+    connection: ClusterConnection
+    pods: list[str] = field(default_factory=list)
 
 
 class GangBinder:
@@ -47,6 +70,8 @@ class GangBinder:
         self,
         *,
         client: Kube,
+        clusters: ClusterSet,
+        member_spec: Callable[[str], ClusterSpec | None],
         catalog: Catalog,
         jobs: JobTracker,
         statuses: StatusBook,
@@ -59,7 +84,10 @@ class GangBinder:
         on_bound: Callable[[JobKey], None],
         on_rolled_back: Callable[[JobKey], Awaitable[None]],
     ) -> None:
+        # The hub's client: the TrainingJob's finalizer is written through it.
         self.client = client
+        self.clusters = clusters
+        self.member_spec = member_spec
         self.catalog = catalog
         self.jobs = jobs
         self.statuses = statuses
@@ -75,65 +103,138 @@ class GangBinder:
 
     async def bind(self, job: TrainingJobSpec, decision: Decision, decided_at: float) -> None:
         started = time.perf_counter()
-        ours: list[str] = []
+        attempt = Attempt(self.clusters.hub)
         try:
             async with self.slots:
-                await self._create_and_bind(job, decision, ours)
+                await self._create_and_bind(job, decision, attempt)
         except Exception as error:
-            await self._roll_back(job, error, ours)
+            await self._roll_back(job, error, attempt)
             return
         metrics.BIND_SECONDS.observe(time.perf_counter() - started)
         self.jobs.bind_failures.pop(job.key, None)
         self.jobs.just_bound[job.key] = time.monotonic()
-        self._report_placed(job, decision, decided_at)
+        self._report_placed(job, decision, decided_at, attempt.connection.member)
         self.inflight.discard(job.key)
         # Soon, not now: by then the pods coming up are one status write, not one each.
         self.on_bound(job.key)
 
     async def _create_and_bind(
-        self, job: TrainingJobSpec, decision: Decision, ours: list[str]
+        self, job: TrainingJobSpec, decision: Decision, attempt: Attempt
     ) -> None:
-        """Creates and binds the gang; `ours` collects the pods this attempt owns (for a
-        rollback)."""
+        """Creates and binds the gang in the region's cluster; `attempt` collects the pods this
+        attempt owns (for a rollback)."""
         body = self.jobs.body(job.key)
         if body is None:
             raise RuntimeError("the TrainingJob was deleted before its pods were created")
         assert decision.region is not None
         dataset = self.catalog.dataset(job.namespace, job.dataset_ref)
         region = self.catalog.regions.get(decision.region)
+        member = region.cluster if region is not None else None
+        connection = self.clusters.get(member)
+        if connection is None:
+            raise MemberNotReady(f"cluster {member} is not connected")
+        attempt.connection = connection
+        adapt: Callable[[dict[str, Any]], dict[str, Any]] = lambda built: built  # noqa: E731
+        if member is not None:
+            anchor_uid = await self._prepare_member(job, body, connection, member)
+            adapt = lambda built: for_member(built, body, anchor_uid)  # noqa: E731
         selector = dict(region.node_selector) if region and region.node_selector else None
         bind = job.placement.mode is PlacementMode.Bind
         bound_at_creation = bind and self.create_pods_bound
+        nodes = [split_node(node)[1] for node in decision.nodes]
         pods = [
-            build_pod(
+            adapt(build_pod(
                 job, body, rank, decision.region, dataset, selector, self.gang_tolerations,
                 node=node if bound_at_creation else None,
-            )
-            for rank, node in enumerate(decision.nodes)
+            ))
+            for rank, node in enumerate(nodes)
         ]  # fmt: skip
+        client = connection.client
         # Each pod's answer: None when it is on its node already, else the pod still unbound.
-        unbound = await _gather_all(self._create_pod(pod, ours) for pod in pods)
+        unbound = await _gather_all(self._create_pod(client, pod, attempt) for pod in pods)
         if bind:
             await _all(
-                self.client.bind_pod(job.namespace, pod_name(job.name, rank), node)
-                for rank, node in enumerate(decision.nodes)
+                client.bind_pod(job.namespace, pod_name(job.name, rank), node)
+                for rank, node in enumerate(nodes)
                 if unbound[rank]
             )
         # After the pods, not before: kube-controller-manager's endpoints controllers look
         # through every pod of the namespace on each event of a pod the Service selects. Created
         # now, the Service sees its rank-0 pod bound already; created first, it would also see it
         # created and bound, two more looks through thousands of pods per gang during a burst.
-        service = build_service(job, body)
-        if not await self.client.create_service(service):
-            await self._check_service_is_ours(service)
+        service = adapt(build_service(job, body))
+        if not await client.create_service(service):
+            await self._check_service_is_ours(client, service)
 
-    async def _check_service_is_ours(self, service: dict[str, Any]) -> None:
+    async def _prepare_member(
+        self, job: TrainingJobSpec, body: Mapping[str, Any], connection: ClusterConnection,
+        member: str,
+    ) -> str:  # fmt: skip
+        """Before anything is made in a member: the hub job's finalizer (its deletion then
+        waits for the member's objects), the namespace, the job's anchor. Returns the anchor's
+        uid."""
+        await self._add_finalizer(job, body)
+        anchor = build_anchor(job, body)
+        client = connection.client
+        for _ in range(2):
+            try:
+                return str((await client.create_config_map(anchor))["metadata"]["uid"])
+            except Conflict:
+                existing = await client.call(
+                    client.read_config_map, job.namespace, anchor["metadata"]["name"]
+                )
+                labels = existing["metadata"].get("labels") or {}
+                if labels.get(HUB_JOB_UID_LABEL) == body["metadata"]["uid"]:
+                    return str(existing["metadata"]["uid"])
+                # An earlier job of this name: its objects go with its anchor.
+                await client.delete_config_map(
+                    job.namespace, anchor["metadata"]["name"], existing["metadata"]["uid"]
+                )
+                raise MemberNotReady(
+                    f"objects of an earlier job {job.name} are still being removed from "
+                    f"cluster {member}"
+                ) from None
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                spec = self.member_spec(member)
+                if spec is None or not spec.create_namespaces:
+                    raise MemberNotReady(
+                        f"namespace {job.namespace} does not exist in cluster {member} "
+                        f"(Cluster {member} has spec.createNamespaces false)"
+                    ) from None
+                await client.create_namespace(job.namespace)
+        raise MemberNotReady(f"namespace {job.namespace} could not be made in cluster {member}")
+
+    async def _add_finalizer(self, job: TrainingJobSpec, body: Mapping[str, Any]) -> None:
+        """The hub job's finalizer, added to the finalizers it has at the version read (a
+        concurrent change answers 409 and is read again)."""
+        if MEMBER_OBJECTS_FINALIZER in (body["metadata"].get("finalizers") or ()):
+            return
+        for _ in range(FINALIZER_ATTEMPTS):
+            current = await self.client.call(self.client.read_training_job, job.namespace, job.name)
+            metadata = current["metadata"]
+            if metadata.get("uid") != body["metadata"]["uid"] or metadata.get("deletionTimestamp"):
+                raise RuntimeError("the TrainingJob was deleted before its pods were created")
+            finalizers = list(metadata.get("finalizers") or [])
+            if MEMBER_OBJECTS_FINALIZER in finalizers:
+                return
+            try:
+                await self.client.patch_job_metadata(
+                    job.namespace, job.name,
+                    {"finalizers": [*finalizers, MEMBER_OBJECTS_FINALIZER],
+                     "resourceVersion": metadata["resourceVersion"]},
+                )  # fmt: skip
+                return
+            except Conflict:
+                continue
+        raise RuntimeError("the TrainingJob's finalizer could not be added (it kept changing)")
+
+    async def _check_service_is_ours(self, client: Kube, service: dict[str, Any]) -> None:
         """A Service of the job's name that another owner made would send MASTER_ADDR to the
         wrong pods: the gang is not started beside it."""
         metadata = service["metadata"]
-        existing = await self.client.call(
-            self.client.read_service, metadata["namespace"], metadata["name"]
-        )
+        existing = await client.call(client.read_service, metadata["namespace"], metadata["name"])
         owner = metadata["ownerReferences"][0]["uid"]
         owners = [
             r.get("uid")
@@ -143,19 +244,20 @@ class GangBinder:
         if owners != [owner]:
             raise RuntimeError(f"Service {metadata['name']} exists and is not this job's")
 
-    async def _create_pod(self, pod: dict[str, Any], ours: list[str]) -> bool:
+    async def _create_pod(self, client: Kube, pod: dict[str, Any], attempt: Attempt) -> bool:
         """Creates the pod; True when it still needs binding (created without a node)."""
         name = pod["metadata"]["name"]
         wanted = pod["spec"].get("nodeName")
+        ours = attempt.pods
         try:
-            await self.client.create_pod(pod)
+            await client.create_pod(pod)
             ours.append(name)
             return wanted is None
         except Conflict:
             # A pod of this name exists: only ours may be reused (e.g. after a crash), unbound
             # or already on the node chosen for it now.
-            existing = await self.client.call(
-                self.client.read_pod, pod["metadata"]["namespace"], pod["metadata"]["name"]
+            existing = await client.call(
+                client.read_pod, pod["metadata"]["namespace"], pod["metadata"]["name"]
             )
             owner = pod["metadata"]["ownerReferences"][0]["uid"]
             owners = [r.get("uid") for r in existing["metadata"].get("ownerReferences") or []]
@@ -165,7 +267,9 @@ class GangBinder:
             ours.append(name)
             return not node
 
-    async def _roll_back(self, job: TrainingJobSpec, error: BaseException, ours: list[str]) -> None:
+    async def _roll_back(
+        self, job: TrainingJobSpec, error: BaseException, attempt: Attempt
+    ) -> None:
         """Deletes the pods this attempt created (never a pod of someone else's with the same
         name). A refusal of the API server is the answer to this spec: the job waits for an
         edit; anything else is tried again after a backoff."""
@@ -175,12 +279,12 @@ class GangBinder:
         failures = self.jobs.bind_failures.get(job.key, 0) + 1
         self.jobs.bind_failures[job.key] = failures
         self.jobs.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
+        client, ours = attempt.connection.client, attempt.pods
         await asyncio.gather(
-            *(self.client.delete_pod(job.namespace, name) for name in ours),
-            return_exceptions=True,
+            *(client.delete_pod(job.namespace, name) for name in ours), return_exceptions=True
         )
         # The next attempt reuses the pod names: it must not start while the old pods exist.
-        await self._wait_until_gone(job.namespace, ours)
+        await self._wait_until_gone(client, job.namespace, ours)
         self.assumed.forget(job.key)
         self.inflight.discard(job.key)
         if refusal is not None:
@@ -204,20 +308,28 @@ class GangBinder:
         )  # fmt: skip
         self.events.job_event(job.key, "Warning", reason, text)
 
-    async def _wait_until_gone(self, namespace: str, names: list[str]) -> None:
+    async def _wait_until_gone(self, client: Kube, namespace: str, names: list[str]) -> None:
         deadline = time.monotonic() + ROLLBACK_WAIT_SECONDS
         remaining = list(names)
         while remaining and time.monotonic() < deadline:
             exists = await asyncio.gather(
-                *(self.client.call(self.client.pod_exists, namespace, name) for name in remaining),
+                *(client.call(client.pod_exists, namespace, name) for name in remaining),
                 return_exceptions=True,
             )
             remaining = [name for name, found in zip(remaining, exists, strict=True) if found]
             if remaining:
                 await asyncio.sleep(0.5)
 
-    def _report_placed(self, job: TrainingJobSpec, decision: Decision, now: float) -> None:
+    def _report_placed(
+        self, job: TrainingJobSpec, decision: Decision, now: float, member: str | None
+    ) -> None:
         condition = scheduled_condition(decision)
+        if member is not None:
+            where = f"region {decision.region}"
+            message = condition.message.replace(where, f"{where} (cluster {member})", 1)
+            if message == condition.message:
+                message = f"{message} (cluster {member})"
+            condition = replace(condition, message=message)
         conditions = [condition, starting_condition(job.replicas)]
         if self.statuses.condition(job.key, RESIDENCY_VIOLATED) is not None:
             where = f"placed in {decision.region}, which the dataset allows"
@@ -232,7 +344,9 @@ class GangBinder:
                 "region": decision.region,
                 "placement": placement_status(decision, now),
                 **replica_counts(job.replicas),
+                **({"cluster": member} if member is not None else {}),
             },
+            remove=() if member is not None else ("cluster",),
         )
         region = decision.region or ""
         metrics.PLACEMENTS.labels(region=region, outcome=str(Reason.Placed)).inc()

@@ -16,7 +16,7 @@ from tsunagu.api.types import JobKey, PodUsage, TrainingJobSpec
 from tsunagu.controller import metrics
 from tsunagu.controller.builders import pod_name
 from tsunagu.controller.catalog import Catalog
-from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.cluster.connection import ClusterSet
 from tsunagu.controller.groups import PodGroupTracker
 from tsunagu.controller.jobs import JobTracker
 from tsunagu.controller.report.events import EventRecorder
@@ -43,7 +43,7 @@ class Scheduler:
         *,
         queue: SchedulingQueue,
         catalog: Catalog,
-        clusters: Sequence[ClusterConnection],
+        clusters: ClusterSet,
         assumed: AssumeCache,
         inflight: InFlight,
         jobs: JobTracker,

@@ -109,6 +109,9 @@ class LeaderDuties:
         if operator.learning is not None:
             tasks.spawn(operator.learning.run(), name="throughput learning")
         tasks.spawn(self._reconcile_all(), name="reconcile all")
+        for name in list(operator.members.members):
+            # Once its view is current: its jobs looked at, anchors of jobs gone removed.
+            tasks.spawn(operator.member_reachability(name), name=f"cluster {name} term start")
 
     async def stop(self, flush: bool = False) -> None:
         """The Lease was lost (or the operator stops): every task of the term ends. At shutdown

@@ -15,13 +15,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tsunagu.api.members import MEMBER_OBJECTS_FINALIZER
 from tsunagu.api.names import CLUSTERS, DATASETS, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS
 from tsunagu.api.parse import SpecError
 from tsunagu.api.podgroups import is_group_key
 from tsunagu.api.types import JobKey
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Kube, Lane
-from tsunagu.controller.cluster.connection import ClusterConnection
+from tsunagu.controller.cluster.connection import ClusterConnection, ClusterSet
 from tsunagu.controller.cluster.lease import LeaderElector, LeaseTimings
 from tsunagu.controller.groups import PodGroupTracker
 from tsunagu.controller.jobs import JobTracker
@@ -29,6 +30,7 @@ from tsunagu.controller.lifecycle.datasets import DatasetGuard
 from tsunagu.controller.lifecycle.jobs import JobLifecycle
 from tsunagu.controller.lifecycle.latency_budget import LatencyBudgetMonitor
 from tsunagu.controller.lifecycle.learning import ThroughputLearner
+from tsunagu.controller.lifecycle.memberobjects import MemberObjects
 from tsunagu.controller.lifecycle.members import MemberClusters
 from tsunagu.controller.lifecycle.podgroups import PodGroupLifecycle
 from tsunagu.controller.report.events import EventRecorder
@@ -55,6 +57,8 @@ logger = logging.getLogger(__name__)
 PING_SECONDS = 5.0
 # How often every member cluster is asked whether it answers.
 MEMBER_CHECK_SECONDS = 10.0
+# How long a member that answers again may take to show its pods before its jobs are judged.
+MEMBER_SYNC_SECONDS = 60.0
 # Reads run in threads (the generated client blocks): the lists at start and the look for pods
 # still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
 # serialise the latter.
@@ -90,9 +94,16 @@ class Operator:
             declared_fallback=settings.latency.declared_fallback,
             default_profiles_namespace=settings.scheduling.default_profiles_namespace,
         )
+        self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
+        self.clusters = ClusterSet(self.cluster)
         # Other clusters: their kubeconfigs are Secrets of the operator's own namespace.
         self.members = MemberClusters(
-            client=client, namespace=settings.leader_election.namespace, catalog=self.catalog
+            client=client, namespace=settings.leader_election.namespace, catalog=self.catalog,
+            clusters=self.clusters, on_pods_changed=self.pods_changed,
+            on_nodes_changed=self.member_nodes_changed, on_reachability=self.member_reachability,
+        )  # fmt: skip
+        self.member_objects = MemberObjects(
+            hub=client, clusters=self.clusters, members=self.members
         )
         defaults = settings.scheduling.default_profiles_namespace
         if settings.namespaces and defaults and defaults not in settings.namespaces:
@@ -102,8 +113,6 @@ class Operator:
                 "changes to them are seen only after a restart",
                 defaults,
             )
-        self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
-        self.clusters = (self.cluster,)
         self.queue = SchedulingQueue()
         self.assumed = AssumeCache()
         self.inflight = InFlight()
@@ -118,12 +127,14 @@ class Operator:
         )
         self.events = EventRecorder(self.reports, self.jobs)
         self.lifecycle = JobLifecycle(
-            jobs=self.jobs, cluster=self.cluster, queue=self.queue, statuses=self.statuses,
+            jobs=self.jobs, clusters=self.clusters, members=self.members,
+            member_objects=self.member_objects, queue=self.queue, statuses=self.statuses,
             events=self.events, assumed=self.assumed, inflight=self.inflight, tasks=self.tasks,
             node_lost_grace_seconds=settings.scheduling.node_lost_grace_seconds,
         )  # fmt: skip
         self.binder = GangBinder(
-            client=client, catalog=self.catalog, jobs=self.jobs, statuses=self.statuses,
+            client=client, clusters=self.clusters, member_spec=self.members.spec,
+            catalog=self.catalog, jobs=self.jobs, statuses=self.statuses,
             events=self.events, assumed=self.assumed, inflight=self.inflight,
             concurrency=settings.scheduling.bind_concurrency,
             create_pods_bound=settings.scheduling.create_pods_bound,
@@ -175,6 +186,7 @@ class Operator:
                 ),
             )  # fmt: skip
             client.gate = self.elector
+            self.members.gate = self.elector
         self.synced = False
         self._election: asyncio.Task[None] | None = None
 
@@ -246,8 +258,7 @@ class Operator:
             await self.elector.release()
         await self.background.cancel_all()
         await self.members.close()
-        for cluster in self.clusters:
-            await cluster.close()
+        await self.cluster.close()
 
     async def _follow_latency(self, source: LatencySource) -> None:
         """Measurements go into the catalog on every replica (a new leader decides on fresh
@@ -317,6 +328,71 @@ class Operator:
         for key, pods in list(self.cluster.view.job_pods.items()):
             if any(pod.node_name == node for pod in pods.values()):
                 await self.lifecycle.reconcile(key)
+
+    def member_nodes_changed(self, nodes: set[str]) -> None:
+        """A member's nodes changed (its own watch): decisions look again; a gang on a node
+        lost there is looked at by the lifecycle."""
+        self.queue.wake()
+        if not self.leading:
+            return
+        for connection in self.clusters.members.values():
+            view = connection.view
+            lost = {n for n in view.nodes if not view.node_alive(n)} | (
+                {n for n in nodes if n not in view.nodes}
+            )
+            if not lost:
+                continue
+            for key, pods in list(view.job_pods.items()):
+                if any(pod.node_name in lost for pod in pods.values()):
+                    self.lifecycle.reconcile_soon(key)
+
+    async def member_reachability(self, name: str) -> None:
+        """A member became reachable or stopped being so: its jobs say so (ClusterReachable)
+        and, once its view is current again, are reconciled with what it shows; anchors of jobs
+        the hub no longer has are removed there."""
+        self.queue.wake()
+        if not self.leading:
+            return
+        connection = self.clusters.members.get(name)
+        reason, _ = self.members.usable(name)
+        if connection is not None and self.members.members.get(name, None) is not None:
+            state = self.members.members[name]
+            if state.reachable:
+                try:
+                    await asyncio.wait_for(connection.wait_current(), MEMBER_SYNC_SECONDS)
+                except TimeoutError:
+                    logger.warning("cluster %s answers but its view did not catch up", name)
+                    return
+                await self.sweep_member(name)
+        for key in self.jobs_in_member(name):
+            self.lifecycle.reconcile_soon(key)
+        logger.debug("cluster %s: %s; its jobs looked at", name, reason)
+
+    async def sweep_member(self, name: str) -> None:
+        connection = self.clusters.members.get(name)
+        if connection is None or not self.leading:
+            return
+        try:
+            await self.member_objects.sweep(connection, self.jobs.uids())
+        except Exception as error:
+            logger.warning("cluster %s: anchors not swept: %s", name, error)
+
+    def jobs_in_member(self, name: str) -> set[JobKey]:
+        """Jobs placed in the member (their status) or with pods there, and every job holding
+        the member finalizer without a region (it may have a gang there not seen yet)."""
+        keys: set[JobKey] = set()
+        connection = self.clusters.members.get(name)
+        if connection is not None:
+            keys.update(connection.view.job_pods)
+        for key in self.jobs:
+            status = self.statuses.current(key)
+            if status.get("cluster") == name:
+                keys.add(key)
+            elif not status.get("region"):
+                metadata = (self.jobs.body(key) or {}).get("metadata") or {}
+                if MEMBER_OBJECTS_FINALIZER in (metadata.get("finalizers") or ()):
+                    keys.add(key)
+        return {key for key in keys if key in self.jobs}
 
     async def job_changed(self, body: Mapping[str, Any]) -> None:
         metadata = body["metadata"]
