@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from tests.support.cluster import Cluster, OperatorProcess
 from tests.support.members import (
@@ -115,8 +115,35 @@ def wait_hub_condition(
 
 def only_in(region: str, connection: Connection, hub_regions: list[str]) -> dict[str, Any]:
     """Placement fields that leave the job one region: every other one excluded."""
-    others = [r for r in [*hub_regions, *connection.region_names()] if r != region]
+    return only_in_any([region], connection, hub_regions)
+
+
+def only_in_any(
+    allowed: list[str], connection: Connection, hub_regions: list[str]
+) -> dict[str, Any]:
+    others = [r for r in [*hub_regions, *connection.region_names()] if r not in allowed]
     return {"excludedRegions": sorted(others)}
+
+
+def placed_in_member_1_with_member_2_free_again(
+    cluster: Cluster, namespace: str, members: Members, jobs: list[dict[str, Any]]
+) -> None:
+    """Places jobs that may run in either member in member 1 (member 2 full meanwhile), then
+    frees member 2: a hub that gave up on member 1 would have somewhere else to start them."""
+    m1, m2 = members.m1, members.m2
+    fillers = fill_region(m2.kube, namespace, m2.region)
+    cluster.apply(jobs)
+    for body in jobs:
+        name = body["metadata"]["name"]
+        placed = wait_condition(
+            cluster, namespace, name, "Running", "True", "PodsRunning", PLACED_TIMEOUT
+        )
+        assert placed["status"]["cluster"] == m1.name, name
+    m2.kube.kubectl("delete", "pod", *fillers, "-n", namespace, "--grace-period=0")
+    wait_until(
+        lambda: not m2.kube.get_json("pods", "-n", namespace)["items"],
+        message="member 2's fillers gone",
+    )  # fmt: skip
 
 
 def events_named(cluster: Cluster, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
@@ -363,7 +390,7 @@ def test_kill_9_of_the_hub_mid_burst_across_clusters_duplicates_and_overcommits_
     expected_member_pods = sum(
         body["spec"]["replicas"] for body in jobs if target[body["metadata"]["name"]] != HUB
     )
-    # Read with the Python client, not kubectl: a kill soon after the first pods appear.
+    # Read with the Python client, not kubectl, to kill soon after the gangs start to appear.
     apis = [client.CoreV1Api(member.kube.api_client()) for member in members]
 
     def member_pods() -> int:
@@ -374,20 +401,24 @@ def test_kill_9_of_the_hub_mid_burst_across_clusters_duplicates_and_overcommits_
 
     operator = start_operator()
     cluster.apply(jobs)
-    seen_at_kill = 0
-    for _ in range(2):
-        # Killed as soon as more gangs appear in the members: the burst is then mid-way (or,
-        # were it through already, at least the restart adopts every gang).
-        seen_at_kill = wait_until(
-            lambda floor=seen_at_kill: (
-                (count := member_pods()) > floor or count >= expected_member_pods
-            ) and count,
-            timeout=PLACED_TIMEOUT, interval=0.02, message="more pods of the burst in a member",
-        )  # fmt: skip
-        operator.kill()
-        assert_nothing_twice(cluster, members, namespace)
-        operator = start_operator()
-    print(f"killed at {seen_at_kill} of {expected_member_pods} member pods (the second time)")
+    # The first kill as the first anchor appears in member 2 (reached without delay): gangs are
+    # being made in the members at that moment.
+    first_anchor(apis[1], namespace, timeout=PLACED_TIMEOUT)
+    operator.kill()
+    kills = [member_pods()]
+    assert_nothing_twice(cluster, members, namespace)
+    operator = start_operator()
+    # The second once the next leader made more (or, were the burst through already, at once:
+    # the restart then at least adopts every gang).
+    wait_until(
+        lambda: (count := member_pods()) > kills[0] or count >= expected_member_pods,
+        timeout=PLACED_TIMEOUT, interval=0.02, message="more pods of the burst in a member",
+    )  # fmt: skip
+    operator.kill()
+    kills.append(member_pods())
+    assert_nothing_twice(cluster, members, namespace)
+    operator = start_operator()
+    print(f"killed with {kills} of the {expected_member_pods} member pods made")
 
     def all_running() -> bool:
         items = cluster.get_json("trainingjobs", "-n", namespace)["items"]
@@ -414,6 +445,19 @@ def test_kill_9_of_the_hub_mid_burst_across_clusters_duplicates_and_overcommits_
     for member in members:
         anchors = [a["metadata"]["labels"]["tsunagu.io/hub-job"] for a in member.anchors(namespace)]
         assert sorted(anchors) == sorted(n for n, t in target.items() if t == member.name)
+
+
+def first_anchor(api: Any, namespace: str, timeout: float) -> None:
+    """Returns as soon as an anchor exists in the namespace (watched, not polled)."""
+    stream = watch.Watch()
+    for event in stream.stream(
+        api.list_namespaced_config_map, namespace,
+        label_selector="tsunagu.io/hub-job-uid", timeout_seconds=int(timeout),
+    ):  # fmt: skip
+        if event["type"] in ("ADDED", "MODIFIED"):
+            stream.stop()
+            return
+    raise AssertionError(f"no anchor appeared in {namespace} within {timeout:.0f} s")
 
 
 def assert_nothing_twice(cluster: Cluster, members: Members, namespace: str) -> None:
@@ -446,14 +490,17 @@ def test_a_member_cut_off_keeps_its_running_job_takes_no_new_work_and_is_reconci
     connect_members: Callable[..., Connection],
     start_operator: Callable[..., OperatorProcess],
 ) -> None:
-    m1 = members.m1
+    m1, m2 = members.m1, members.m2
     proxy = m1.proxy
     assert proxy is not None
     connection = connect_members()
-    here = only_in(m1.region, connection, regions)
-    cluster.apply(training_job(namespace, "kept", None, replicas=2, gpus=8, **here))
+    either = only_in_any([m1.region, m2.region], connection, regions)
     start_operator()
-    wait_condition(cluster, namespace, "kept", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    placed_in_member_1_with_member_2_free_again(
+        cluster, namespace, members,
+        [training_job(namespace, "kept", None, replicas=2, gpus=8, **either),
+         training_job(namespace, "doomed", None, replicas=1, gpus=8, **either)],
+    )  # fmt: skip
     pods = running_in(m1, namespace, "kept", 2)
     assert pods
 
@@ -469,7 +516,10 @@ def test_a_member_cut_off_keeps_its_running_job_takes_no_new_work_and_is_reconci
         cluster, namespace, "kept", "ClusterReachable", "False", "ClusterUnreachable"
     )
     assert (body["status"]["region"], body["status"]["cluster"]) == (m1.region, m1.name)
+    # A job deleted meanwhile waits for its member: its anchor there cannot be deleted yet.
+    cluster.kubectl("delete", "trainingjob", "doomed", "-n", namespace, "--wait=false")
     # No new work there.
+    here = only_in(m1.region, connection, regions)
     cluster.apply(training_job(namespace, "newcomer", None, replicas=1, gpus=8, **here))
     waiting = wait_condition(cluster, namespace, "newcomer", "Scheduled", "False")
     assert verdicts(waiting)[m1.region]["reason"] == "RegionUnavailable"
@@ -483,18 +533,34 @@ def test_a_member_cut_off_keeps_its_running_job_takes_no_new_work_and_is_reconci
         ),
         message="the gang to finish in member 1",
     )  # fmt: skip
-    # Not requeued or started anywhere else while its cluster cannot be asked.
-    assert (condition(job(cluster, namespace, "kept"), "Finished") or {}).get("status") != "True"
-    assert not live_pods(cluster, namespace, "kept")
-    assert not members.m2.pods(namespace, "kept")
-    assert job(cluster, namespace, "kept")["status"]["region"] == m1.region
+    # Not requeued or started anywhere else while its cluster cannot be asked, though member 2
+    # has room for it.
+    kept = job(cluster, namespace, "kept")
+    assert (condition(kept, "Finished") or {}).get("status") != "True"
+    assert (kept["status"]["region"], kept["status"].get("cluster")) == (m1.region, m1.name)
+    assert set(where(cluster, members, namespace, "kept")) == {m1.name}
+    assert not m2.anchors(namespace)
     assert not m1.pods(namespace, "newcomer")
+    doomed = job(cluster, namespace, "doomed")
+    assert doomed["metadata"].get("deletionTimestamp")
+    assert MEMBER_FINALIZER in (doomed["metadata"].get("finalizers") or [])
+    assert m1.anchor(namespace, "doomed") is not None
 
     proxy.partition(False)
     wait_hub_condition(cluster, "cluster.tsunagu.io", m1.name, "Reachable", "True", "Connected")
     wait_condition(cluster, namespace, "kept", "ClusterReachable", "True", "Connected")
     done = wait_condition(cluster, namespace, "kept", "Finished", "True", "Succeeded")
     assert done["status"]["succeededReplicas"] == 2
+    assert done["status"].get("restarts", 0) == 0
+
+    def doomed_gone() -> bool:
+        found = cluster.kubectl(
+            "get", "trainingjob", "doomed", "-n", namespace, "--ignore-not-found", "-o", "name"
+        )
+        return not found.stdout.strip() and m1.anchor(namespace, "doomed") is None
+
+    wait_until(doomed_gone, timeout=60, message="the deleted job's anchor, then the job, gone")
+    assert not m1.pods(namespace, "doomed")
     # The region takes work again: the newcomer runs on the GPUs the finished gang left.
     placed = wait_condition(
         cluster, namespace, "newcomer", "Running", "True", "PodsRunning", PLACED_TIMEOUT
@@ -510,17 +576,20 @@ def test_a_member_whose_api_server_stops_keeps_its_job_and_it_runs_on_when_it_is
     connect_members: Callable[..., Connection],
     start_operator: Callable[..., OperatorProcess],
 ) -> None:
-    m1 = members.m1
+    m1, m2 = members.m1, members.m2
     connection = connect_members()
-    here = only_in(m1.region, connection, regions)
-    cluster.apply(training_job(namespace, "steady", None, replicas=2, gpus=8, **here))
+    either = only_in_any([m1.region, m2.region], connection, regions)
     start_operator()
-    wait_condition(cluster, namespace, "steady", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    placed_in_member_1_with_member_2_free_again(
+        cluster, namespace, members,
+        [training_job(namespace, "steady", None, replicas=2, gpus=8, **either)],
+    )  # fmt: skip
     before = {p["metadata"]["uid"] for p in running_in(m1, namespace, "steady", 2)}
     assert len(before) == 2
 
     plane = m1.kube.control_plane
     assert plane is not None
+    here = only_in(m1.region, connection, regions)
     try:
         plane.stop("kube-apiserver")
         wait_hub_condition(
@@ -536,8 +605,14 @@ def test_a_member_whose_api_server_stops_keeps_its_job_and_it_runs_on_when_it_is
         cluster.apply(training_job(namespace, "newcomer", None, replicas=1, gpus=8, **here))
         waiting = wait_condition(cluster, namespace, "newcomer", "Scheduled", "False")
         assert verdicts(waiting)[m1.region]["reason"] == "RegionUnavailable"
+        # Kept where it is, though member 2 has room for it.
+        steady = job(cluster, namespace, "steady")
+        assert (steady["status"]["region"], steady["status"].get("cluster")) == (
+            m1.region, m1.name
+        )  # fmt: skip
         assert not live_pods(cluster, namespace, "steady")
-        assert not members.m2.pods(namespace, "steady")
+        assert not m2.pods(namespace, "steady")
+        assert not m2.anchors(namespace)
     finally:
         m1.kube.ensure_control_plane()
 
@@ -548,6 +623,7 @@ def test_a_member_whose_api_server_stops_keeps_its_job_and_it_runs_on_when_it_is
     # The same pods: nothing was recreated while the member was away.
     assert {p["metadata"]["uid"] for p in m1.pods(namespace, "steady")} == before
     wait_condition(cluster, namespace, "newcomer", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    assert not m2.pods(namespace)
 
 
 # --- namespaces in the member ----------------------------------------------------------------
