@@ -312,6 +312,92 @@ def test_a_gang_that_fits_nowhere_creates_nothing_in_any_cluster(
     assert not cluster.get_json("services", "-n", namespace)["items"]
 
 
+def test_a_delegated_job_in_a_member_is_bound_by_the_member_s_own_scheduler(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members()
+    here = only_in(m1.region, connection, regions)
+    cluster.apply(
+        training_job(namespace, "delegated", None, replicas=2, gpus=8, mode="Delegate", **here)
+    )
+    start_operator()
+
+    wait_condition(
+        cluster, namespace, "delegated", "Running", "True", "PodsRunning", PLACED_TIMEOUT
+    )
+    pods = running_in(m1, namespace, "delegated", 2)
+    assert len(pods) == 2
+    nodes = set(m1.nodes())
+    for pod in pods:
+        # Made unbound, for the default scheduler, kept to the region by a node affinity.
+        assert pod["spec"].get("schedulerName", "default-scheduler") == "default-scheduler"
+        assert pod["spec"]["nodeName"] in nodes
+        required = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        expressions = [
+            e for term in required["nodeSelectorTerms"] for e in term.get("matchExpressions") or []
+        ]
+        assert {"key": "topology.kubernetes.io/region", "operator": "In",
+                "values": [m1.region]} in expressions  # fmt: skip
+        scheduled = [
+            e for e in events_for(m1.kube, namespace, pod["metadata"]["name"])
+            if e["reason"] == "Scheduled"
+        ]  # fmt: skip
+        assert scheduled, f"{pod['metadata']['name']}: no Scheduled Event of the member's scheduler"
+    assert_no_gpu_overcommitted(m1.kube)
+
+
+def test_a_replica_failing_in_a_member_restarts_the_gang_there_then_fails_the_job(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members()
+    body = training_job(namespace, "flaky", None, replicas=2, gpus=8,
+                        **only_in(m1.region, connection, regions))  # fmt: skip
+    body["spec"]["backoffLimit"] = 1
+    cluster.apply(body)
+    start_operator()
+    first = wait_until(
+        lambda: running_in(m1, namespace, "flaky", 2),
+        timeout=PLACED_TIMEOUT, message="the gang Running in member 1",
+    )  # fmt: skip
+    first_uids = {p["metadata"]["uid"] for p in first}
+
+    set_outcome(m1.kube, namespace, "flaky-1", "Failed")
+
+    def recreated() -> list[dict[str, Any]]:
+        pods = running_in(m1, namespace, "flaky", 2)
+        return pods if pods and not first_uids & {p["metadata"]["uid"] for p in pods} else []
+
+    second = wait_until(recreated, timeout=PLACED_TIMEOUT, message="the gang made again")
+    restarted = wait_condition(cluster, namespace, "flaky", "Running", "True", "PodsRunning")
+    assert restarted["status"]["restarts"] == 1
+    assert restarted["status"]["cluster"] == m1.name
+
+    set_outcome(m1.kube, namespace, second[0]["metadata"]["name"], "Failed")
+    final = wait_condition(cluster, namespace, "flaky", "Finished", "True", "Failed")
+    assert final["status"]["restarts"] == 1
+    wait_until(
+        lambda: all(
+            p["status"].get("phase") in ("Succeeded", "Failed")
+            for p in m1.pods(namespace, "flaky")
+        ),
+        message="the failed job to release its GPUs in member 1",
+    )  # fmt: skip
+
+
 # --- deletion -------------------------------------------------------------------------------
 
 
@@ -566,6 +652,54 @@ def test_a_member_cut_off_keeps_its_running_job_takes_no_new_work_and_is_reconci
         cluster, namespace, "newcomer", "Running", "True", "PodsRunning", PLACED_TIMEOUT
     )
     assert placed["status"]["cluster"] == m1.name
+
+
+def test_a_gang_deleted_in_the_member_while_it_was_cut_off_is_placed_again_on_return(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    proxy = m1.proxy
+    assert proxy is not None
+    connection = connect_members()
+    cluster.apply(training_job(namespace, "evicted", None, replicas=2, gpus=8,
+                               **only_in(m1.region, connection, regions)))  # fmt: skip
+    start_operator()
+    wait_condition(cluster, namespace, "evicted", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    anchor = m1.anchor(namespace, "evicted")
+    assert anchor is not None
+    before = {p["metadata"]["uid"] for p in m1.pods(namespace, "evicted")}
+
+    proxy.partition(True)
+    wait_condition(cluster, namespace, "evicted", "ClusterReachable", "False", "ClusterUnreachable")
+    # The member's admin removes the gang meanwhile (its garbage collector takes the pods).
+    m1.kube.kubectl("delete", "configmap", anchor["metadata"]["name"], "-n", namespace)
+    wait_until(
+        lambda: not m1.kube.get_json("pods", "-n", namespace, "-l", "tsunagu.io/job=evicted")[
+            "items"
+        ],
+        timeout=60, message="the gang's pods collected in member 1",
+    )  # fmt: skip
+    assert job(cluster, namespace, "evicted")["status"]["region"] == m1.region
+
+    proxy.partition(False)
+    wait_condition(cluster, namespace, "evicted", "ClusterReachable", "True", "Connected")
+
+    def placed_again() -> list[dict[str, Any]]:
+        pods = running_in(m1, namespace, "evicted", 2)
+        return pods if pods and not before & {p["metadata"]["uid"] for p in pods} else []
+
+    wait_until(placed_again, timeout=PLACED_TIMEOUT, message="the gang made again in member 1")
+    again = wait_condition(cluster, namespace, "evicted", "Running", "True", "PodsRunning")
+    assert again["status"]["cluster"] == m1.name
+    fresh = m1.anchor(namespace, "evicted")
+    assert fresh is not None
+    assert fresh["metadata"]["uid"] != anchor["metadata"]["uid"]
+    assert_no_pod_duplicated(m1.kube, namespace)
 
 
 def test_a_member_whose_api_server_stops_keeps_its_job_and_it_runs_on_when_it_is_back(
