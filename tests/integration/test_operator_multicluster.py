@@ -702,6 +702,54 @@ def test_a_gang_deleted_in_the_member_while_it_was_cut_off_is_placed_again_on_re
     assert_no_pod_duplicated(m1.kube, namespace)
 
 
+def test_a_hub_restarted_while_a_member_is_cut_off_starts_none_of_its_jobs_elsewhere(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1, m2 = members.m1, members.m2
+    proxy = m1.proxy
+    assert proxy is not None
+    connection = connect_members()
+    either = only_in_any([m1.region, m2.region], connection, regions)
+    operator = start_operator()
+    placed_in_member_1_with_member_2_free_again(
+        cluster, namespace, members,
+        [training_job(namespace, "stranded", None, replicas=2, gpus=8, **either)],
+    )  # fmt: skip
+    before = {p["metadata"]["uid"] for p in m1.pods(namespace, "stranded")}
+
+    # The new hub never sees member 1's pods: it knows of the gang only from the job's status.
+    operator.kill()
+    proxy.partition(True)
+    start_operator()
+    wait_condition(
+        cluster, namespace, "stranded", "ClusterReachable", "False", "ClusterUnreachable",
+        timeout=PLACED_TIMEOUT,
+    )  # fmt: skip
+    # The new leader places in member 2 meanwhile, where member 1's job would fit as well.
+    cluster.apply(training_job(namespace, "witness", None, replicas=1, gpus=8,
+                               **only_in(m2.region, connection, regions)))  # fmt: skip
+    wait_condition(cluster, namespace, "witness", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+    stranded = job(cluster, namespace, "stranded")
+    assert (stranded["status"]["region"], stranded["status"].get("cluster")) == (
+        m1.region, m1.name
+    )  # fmt: skip
+    assert set(where(cluster, members, namespace, "stranded")) == {m1.name}
+    assert [a["metadata"]["labels"]["tsunagu.io/hub-job"] for a in m2.anchors(namespace)] == [
+        "witness"
+    ]
+
+    proxy.partition(False)
+    wait_condition(cluster, namespace, "stranded", "ClusterReachable", "True", "Connected")
+    running = wait_condition(cluster, namespace, "stranded", "Running", "True", "PodsRunning")
+    assert running["status"].get("restarts", 0) == 0
+    assert {p["metadata"]["uid"] for p in m1.pods(namespace, "stranded")} == before
+
+
 def test_a_member_whose_api_server_stops_keeps_its_job_and_it_runs_on_when_it_is_back(
     cluster: Cluster,
     namespace: str,
