@@ -184,6 +184,10 @@ class GangBinder:
                     client.read_config_map, job.namespace, anchor["metadata"]["name"]
                 )
                 labels = existing["metadata"].get("labels") or {}
+                if existing["metadata"].get("deletionTimestamp"):
+                    raise MemberNotReady(
+                        f"the job's earlier objects in cluster {member} are still being removed"
+                    ) from None
                 if labels.get(HUB_JOB_UID_LABEL) == body["metadata"]["uid"]:
                     return str(existing["metadata"]["uid"])
                 # An earlier job of this name: its objects go with its anchor.
