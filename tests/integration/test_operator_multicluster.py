@@ -750,6 +750,62 @@ def test_a_hub_restarted_while_a_member_is_cut_off_starts_none_of_its_jobs_elsew
     assert {p["metadata"]["uid"] for p in m1.pods(namespace, "stranded")} == before
 
 
+def test_a_job_that_accepts_requeue_runs_elsewhere_after_the_grace_and_the_copy_left_goes(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1, m2 = members.m1, members.m2
+    proxy = m1.proxy
+    assert proxy is not None
+    connection = connect_members()
+    either = only_in_any([m1.region, m2.region], connection, regions)
+    start_operator()
+    placed_in_member_1_with_member_2_free_again(
+        cluster, namespace, members,
+        [training_job(namespace, "mobile", None, replicas=2, gpus=8, **either,
+                      onClusterUnreachable="Requeue", clusterUnreachableGraceSeconds=5)],
+    )  # fmt: skip
+    left = {p["metadata"]["uid"] for p in m1.pods(namespace, "mobile")}
+
+    proxy.partition(True)
+    wait_condition(cluster, namespace, "mobile", "ClusterReachable", "False", "ClusterUnreachable")
+
+    def running_in_member_2() -> dict[str, Any] | None:
+        body = job(cluster, namespace, "mobile")
+        running = (condition(body, "Running") or {}).get("status") == "True"
+        return body if running and body["status"].get("cluster") == m2.name else None
+
+    moved = wait_until(running_in_member_2, timeout=PLACED_TIMEOUT, message="mobile in member 2")
+    assert moved["status"]["region"] == m2.region
+    assert moved["status"].get("leftInCluster") == m1.name
+    requeued = events_named(cluster, namespace, "mobile", "Requeued")
+    assert requeued, "no Requeued Event"
+    assert len(running_in(m2, namespace, "mobile", 2)) == 2
+    # The copy left in member 1 is still there (it cannot be asked to go) and is not the job's.
+    assert {p["metadata"]["uid"] for p in m1.pods(namespace, "mobile")} == left
+    assert m1.anchor(namespace, "mobile") is not None
+    in_member_2 = {p["metadata"]["uid"] for p in m2.pods(namespace, "mobile")}
+
+    proxy.partition(False)
+
+    def copy_gone() -> bool:
+        return m1.anchor(namespace, "mobile") is None and not m1.pods(namespace, "mobile")
+
+    wait_until(copy_gone, timeout=PLACED_TIMEOUT, message="the copy left in member 1 removed")
+    cleared = wait_until(
+        lambda: (body := job(cluster, namespace, "mobile"))["status"].get("leftInCluster") is None
+        and body,
+        timeout=60, message="leftInCluster cleared",
+    )  # fmt: skip
+    assert cleared["status"]["cluster"] == m2.name
+    assert (condition(cleared, "Running") or {}).get("status") == "True"
+    assert {p["metadata"]["uid"] for p in m2.pods(namespace, "mobile")} == in_member_2
+
+
 def test_a_member_whose_api_server_stops_keeps_its_job_and_it_runs_on_when_it_is_back(
     cluster: Cluster,
     namespace: str,
