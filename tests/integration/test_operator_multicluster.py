@@ -398,6 +398,49 @@ def test_a_replica_failing_in_a_member_restarts_the_gang_there_then_fails_the_jo
     )  # fmt: skip
 
 
+def test_a_gang_the_member_admits_only_in_part_is_rolled_back_there_whole(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members()
+    # The member's namespace admits one pod: the second rank of the gang is refused there.
+    m1.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "one-pod", "namespace": namespace},
+            "spec": {"hard": {"pods": "1"}},
+        }
+    )
+    wait_until(
+        lambda: "pods" in (m1.kube.get_json("resourcequota", "one-pod", "-n", namespace)
+                           .get("status", {}).get("hard") or {}),
+        message="the member's quota in force",
+    )  # fmt: skip
+    cluster.apply(training_job(namespace, "halved", None, replicas=2, gpus=8,
+                               **only_in(m1.region, connection, regions)))  # fmt: skip
+    start_operator()
+
+    def refused() -> list[dict[str, Any]]:
+        return [
+            e for e in events_for(cluster, namespace, "halved")
+            if e["type"] == "Warning" and "quota" in e["message"]
+        ]  # fmt: skip
+
+    said = wait_until(refused, timeout=PLACED_TIMEOUT, message="an Event naming the member's quota")
+    # Rolled back before it was said: no rank of it is left in member 1, none anywhere else.
+    assert not m1.pods(namespace, "halved"), said
+    assert where(cluster, members, namespace, "halved") == {}
+    body = job(cluster, namespace, "halved")
+    assert (condition(body, "Running") or {}).get("status") != "True"
+    assert not body["status"].get("cluster")
+
+
 # --- deletion -------------------------------------------------------------------------------
 
 
