@@ -6,6 +6,7 @@ Service and Events), while everything outside the member role is refused with 40
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
@@ -17,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, OperatorProcess
 from tests.support.cluster import wait_for_namespace_gone as _wait_for_namespace_gone
-from tests.support.helm import Helm
+from tests.support.helm import MEMBER_RULES, Helm, rule_triples
 from tests.support.member import (
     MEMBER_SCRIPT,
     MemberInstall,
@@ -27,7 +28,8 @@ from tests.support.member import (
     member_kubeconfig,
     write_member_kubeconfig,
 )
-from tests.support.scenario import node_regions
+from tests.support.scenario import free_port, node_regions, wait_ready
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -121,6 +123,8 @@ def test_member_install_holds_only_the_identity_its_role_and_the_probes(
             f"ServiceAccount/{name}-tsunagu-probe",
         ]
     )
+    role = cluster.get_json("clusterrole", f"{name}-tsunagu-member")
+    assert rule_triples(role) == MEMBER_RULES
     # The probe runs on the region's nodes, and only there, admitted under `restricted`.
     pods = cluster.get_json("pods", "-n", member.namespace)["items"]
     regions = node_regions(cluster)
@@ -313,3 +317,49 @@ def test_the_hub_kubeconfig_holds_only_a_token_and_is_private(hub_kubeconfig: st
     assert entry["cluster"]["certificate-authority-data"]
     assert config["current-context"] == "fukuoka-cloud"
     assert Path(hub_kubeconfig).stat().st_mode & 0o077 == 0
+
+
+def test_the_hub_connects_to_the_member_with_the_scripts_kubeconfig(
+    cluster: Cluster,
+    hub_kubeconfig: str,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+) -> None:
+    """The handoff as documented: the script's kubeconfig in a Secret of the operator's
+    namespace (`default`, the tests' Lease namespace), a Cluster naming it; the hub (here the
+    same cluster) loads it and reports the member Connected with its version."""
+    suffix = namespace.removeprefix("t-")
+    secret_name, member_name = f"member-{suffix}", f"m-{suffix}"
+    text = Path(hub_kubeconfig).read_text(encoding="utf-8")
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": secret_name, "namespace": "default"},
+                "data": {"kubeconfig": base64.b64encode(text.encode()).decode()},
+            },
+            {
+                "apiVersion": "tsunagu.io/v1alpha1", "kind": "Cluster",
+                "metadata": {"name": member_name},
+                "spec": {"kubeconfigSecretRef": {"name": secret_name}},
+            },
+        ]
+    )  # fmt: skip
+    try:
+        port = free_port()
+        operator = run_operator("--liveness-port", str(port), "--metrics-port", "0")
+        wait_ready(operator, port)
+
+        def reachable() -> dict[str, Any] | None:
+            status = cluster.get_json("cluster.tsunagu.io", member_name).get("status") or {}
+            for condition in status.get("conditions") or []:
+                if condition["type"] == "Reachable" and condition["status"] == "True":
+                    return {**condition, "serverVersion": status.get("serverVersion")}
+            return None
+
+        condition = wait_until(reachable, timeout=60, message=f"Cluster {member_name} reachable")
+        assert condition["reason"] == "Connected"
+        assert str(condition["serverVersion"]).startswith("v1.")
+    finally:
+        cluster.kubectl("delete", "cluster.tsunagu.io", member_name, "--wait=false", check=False)
+        cluster.kubectl("delete", "secret", secret_name, "-n", "default", check=False)
