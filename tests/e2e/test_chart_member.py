@@ -133,6 +133,39 @@ def test_member_install_holds_only_the_identity_its_role_and_the_probes(
     assert on
 
 
+def test_member_mode_with_probes_for_other_clusters_passes_server_side_dry_run(
+    helm: Helm, cluster: Cluster, namespace: str
+) -> None:
+    values = {
+        "mode": "member",
+        "member": {"createNamespaces": True},
+        "probes": {
+            "enabled": True,
+            "regions": [PROBE_REGION],
+            "remoteRegions": {"tokyo": "probe-tokyo.hub.example:7400"},
+            "service": {"type": "NodePort", "annotations": {"example.com/exposed": "wan"}},
+        },
+    }
+    manifest = helm.template_text(values, namespace=namespace)
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "--server-side", "--field-manager=member-dry-run",
+        "-f", "-", input=manifest, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    applied = sorted(line.split(" ")[0] for line in result.stdout.splitlines())
+    assert applied == sorted(
+        [
+            "clusterrole.rbac.authorization.k8s.io/tsunagu-member",
+            "clusterrolebinding.rbac.authorization.k8s.io/tsunagu-member",
+            "configmap/tsunagu-probe-peers",
+            f"daemonset.apps/tsunagu-probe-{PROBE_REGION}",
+            f"service/tsunagu-probe-{PROBE_REGION}",
+            "serviceaccount/tsunagu-hub",
+            "serviceaccount/tsunagu-probe",
+        ]
+    )
+
+
 def _forbidden(call: Callable[[], object]) -> str:
     from kubernetes.client.exceptions import ApiException
 
