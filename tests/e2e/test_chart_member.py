@@ -28,7 +28,15 @@ from tests.support.member import (
     member_kubeconfig,
     write_member_kubeconfig,
 )
-from tests.support.scenario import free_port, node_regions, wait_ready
+from tests.support.scenario import (
+    free_port,
+    japan_regions,
+    node_regions,
+    region_nodes,
+    training_job,
+    wait_condition,
+    wait_ready,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -352,18 +360,21 @@ def test_the_hub_kubeconfig_holds_only_a_token_and_is_private(hub_kubeconfig: st
     assert Path(hub_kubeconfig).stat().st_mode & 0o077 == 0
 
 
-def test_the_hub_connects_to_the_member_with_the_scripts_kubeconfig(
+def test_the_hub_runs_a_job_in_the_member_with_only_the_member_role(
     cluster: Cluster,
     hub_kubeconfig: str,
     namespace: str,
     run_operator: Callable[..., OperatorProcess],
 ) -> None:
-    """The handoff as documented: the script's kubeconfig in a Secret of the operator's
-    namespace (`default`, the tests' Lease namespace), a Cluster naming it; the hub (here the
-    same cluster) loads it and reports the member Connected with its version."""
+    """Issue 17's proof of least privilege: the handoff as documented (the script's kubeconfig in
+    a Secret of the operator's namespace, `default` for the tests' Lease; a Cluster naming it),
+    and the hub places a job in the member's region, sees it run and removes what it made when
+    the job is deleted, acting in the member as the member identity only. The member is the
+    test cluster itself; its region takes the hokkaido nodes."""
     suffix = namespace.removeprefix("t-")
-    secret_name, member_name = f"member-{suffix}", f"m-{suffix}"
+    secret_name, member_name, region = f"member-{suffix}", f"m-{suffix}", f"far-{suffix}"
     text = Path(hub_kubeconfig).read_text(encoding="utf-8")
+    cluster.apply(japan_regions())
     cluster.apply(
         [
             {
@@ -376,23 +387,65 @@ def test_the_hub_connects_to_the_member_with_the_scripts_kubeconfig(
                 "metadata": {"name": member_name},
                 "spec": {"kubeconfigSecretRef": {"name": secret_name}},
             },
+            {
+                "apiVersion": "tsunagu.io/v1alpha1", "kind": "Region",
+                "metadata": {"name": region},
+                "spec": {
+                    "prefecture": "JP-01", "clusterRef": {"name": member_name}, "gpuHourPrice": 0,
+                    "nodeSelector": {"topology.kubernetes.io/region": "hokkaido"},
+                },
+            },
         ]
     )  # fmt: skip
     try:
         port = free_port()
-        operator = run_operator("--liveness-port", str(port), "--metrics-port", "0")
+        operator = run_operator(
+            "--liveness-port", str(port), "--metrics-port", "0", "--retry-interval", "2"
+        )
         wait_ready(operator, port)
+        reachable = wait_until(
+            lambda: _condition(cluster, "cluster.tsunagu.io", member_name, "Reachable", "True"),
+            timeout=60, message=f"Cluster {member_name} reachable",
+        )  # fmt: skip
+        assert reachable["reason"] == "Connected"
+        wait_until(
+            lambda: _condition(cluster, "region.tsunagu.io", region, "Available", "True"),
+            timeout=60, message=f"Region {region} available",
+        )  # fmt: skip
 
-        def reachable() -> dict[str, Any] | None:
-            status = cluster.get_json("cluster.tsunagu.io", member_name).get("status") or {}
-            for condition in status.get("conditions") or []:
-                if condition["type"] == "Reachable" and condition["status"] == "True":
-                    return {**condition, "serverVersion": status.get("serverVersion")}
-            return None
+        cluster.apply(training_job(namespace, "cheap", None, replicas=2, gpus=1,
+                                   objective="Cheapest"))  # fmt: skip
+        body = wait_condition(cluster, namespace, "cheap", "Running", "True", timeout=90)
+        assert (body["status"]["region"], body["status"]["cluster"]) == (region, member_name)
+        pods = cluster.get_json("pods", "-n", namespace, "-l", "tsunagu.io/job=cheap")["items"]
+        assert sorted(p["metadata"]["name"] for p in pods) == ["cheap-0", "cheap-1"]
+        assert {p["spec"]["nodeName"] for p in pods} <= set(region_nodes(cluster, "hokkaido"))
 
-        condition = wait_until(reachable, timeout=60, message=f"Cluster {member_name} reachable")
-        assert condition["reason"] == "Connected"
-        assert str(condition["serverVersion"]).startswith("v1.")
+        cluster.kubectl("delete", "trainingjob", "-n", namespace, "cheap", "--wait=false")
+
+        def gone() -> bool:
+            left = cluster.kubectl(
+                "get", "configmap,pods,services", "-n", namespace, "-o", "name",
+                "-l", "tsunagu.io/job=cheap",
+            ).stdout.split()  # fmt: skip
+            job = cluster.kubectl("get", "trainingjob", "-n", namespace, "cheap", check=False)
+            return not left and job.returncode != 0
+
+        wait_until(gone, timeout=60, message="the job and everything it made in the member gone")
+        log = operator.output()
+        assert "Forbidden" not in log, log[-4000:]
+        assert " 403" not in log, log[-4000:]
     finally:
+        cluster.kubectl("delete", "region.tsunagu.io", region, "--wait=false", check=False)
         cluster.kubectl("delete", "cluster.tsunagu.io", member_name, "--wait=false", check=False)
         cluster.kubectl("delete", "secret", secret_name, "-n", "default", check=False)
+
+
+def _condition(
+    cluster: Cluster, kind: str, name: str, type_: str, status: str
+) -> dict[str, Any] | None:
+    body = cluster.get_json(kind, name)
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition["type"] == type_ and condition["status"] == status:
+            return dict(condition)
+    return None
