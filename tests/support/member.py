@@ -7,6 +7,8 @@ test process and returns the path of the restricted kubeconfig."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -91,7 +93,7 @@ def member_kubeconfig(
     """The path of a kubeconfig of `cluster` as a member: the hub's ServiceAccount with only the
     member role (namespaces create with `create_namespaces`, as a Cluster with
     spec.createNamespaces needs). The chart is installed once per cluster and process; the
-    release stays (cluster-wide, harmless, reused by the next run)."""
+    release stays (reused by the next run), the kubeconfig is removed when the process ends."""
     key = (cluster.kubeconfig, create_namespaces, server)
     if key not in _made:
         release = "tsunagu-hub" if create_namespaces else "tsunagu-hub-no-ns"
@@ -99,7 +101,10 @@ def member_kubeconfig(
             Helm(tool_path("helm")), cluster, SHARED_NAMESPACE, release,
             create_namespaces=create_namespaces,
         )  # fmt: skip
-        output = Path(tempfile.mkdtemp(prefix="tsunagu-member-")) / "kubeconfig"
+        directory = tempfile.mkdtemp(prefix="tsunagu-member-")
+        # The token goes with the process; the release stays for the next one.
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        output = Path(directory) / "kubeconfig"
         write_member_kubeconfig(cluster, install, output, server=server)
         _made[key] = str(output)
     return _made[key]
