@@ -100,6 +100,7 @@ class Operator:
             client=client, namespace=settings.leader_election.namespace, catalog=self.catalog,
             clusters=self.clusters, on_pods_changed=self.pods_changed,
             on_nodes_changed=self.member_nodes_changed, on_reachability=self.member_reachability,
+            gang_connections=max(32, settings.scheduling.bind_concurrency * 8),
         )  # fmt: skip
         self.member_objects = MemberObjects(
             hub=client, clusters=self.clusters, members=self.members
