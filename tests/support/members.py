@@ -296,7 +296,8 @@ def connect(
 ) -> Connection:
     """Tells the hub about the members (`only` some): Secret, Cluster and Regions; creates
     `namespace` in each member of `namespace_in` (all by default)."""
-    token = uuid.uuid4().hex[:10]
+    # Never all digits and "e" (YAML's float, which a label value may not be): a letter first.
+    token = f"c{uuid.uuid4().hex[:10]}"
     chosen = list(only) if only is not None else list(members)
     connection = Connection(hub, namespace, members, chosen, token)
     wanted = chosen if namespace_in is None else list(namespace_in)
