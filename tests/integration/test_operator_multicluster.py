@@ -1035,45 +1035,7 @@ def test_an_anchor_no_hub_job_owns_is_removed_with_its_pods(
     m1 = members.m1
     connect_members()
     # What a hub that lost its job (deleted while the hub was gone) leaves in a member.
-    lost = str(uuid.uuid4())
-    labels = {
-        "tsunagu.io/hub-namespace": namespace,
-        "tsunagu.io/hub-job": "lost",
-        "tsunagu.io/hub-job-uid": lost,
-        "tsunagu.io/job": "lost",
-    }
-    m1.kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "tsunagu-lost", "namespace": namespace, "labels": labels},
-        }
-    )
-    anchor = m1.anchor(namespace, "lost")
-    assert anchor is not None
-    owner = {
-        "apiVersion": "v1", "kind": "ConfigMap", "name": "tsunagu-lost",
-        "uid": anchor["metadata"]["uid"], "controller": True,
-    }  # fmt: skip
-    m1.kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "lost-0",
-                "namespace": namespace,
-                "labels": {**labels, "tsunagu.io/rank": "0"},
-                "ownerReferences": [owner],
-            },
-            "spec": {
-                "nodeName": m1.nodes()[0],
-                "containers": [
-                    {"name": "trainer", "image": "trainer",
-                     "resources": {"limits": {"nvidia.com/gpu": "8"}}}
-                ],
-            },
-        }
-    )  # fmt: skip
+    orphan(m1, namespace, "lost", str(uuid.uuid4()))
     # A hub job of the same name but another uid does not own it.
     cluster.apply(training_job(namespace, "lost", None, replicas=1, gpus=1,
                                excludedRegions=[m.region for m in members]))  # fmt: skip
@@ -1084,3 +1046,79 @@ def test_an_anchor_no_hub_job_owns_is_removed_with_its_pods(
         timeout=60, message="the orphaned anchor and its pod removed from member 1",
     )  # fmt: skip
     wait_condition(cluster, namespace, "lost", "Running", "True", "PodsRunning", PLACED_TIMEOUT)
+
+
+def test_the_objects_of_an_earlier_job_of_the_same_name_give_way_to_the_new_gang(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1 = members.m1
+    connection = connect_members()
+    # An earlier job "again" (another uid) left its anchor and rank 0 in member 1: its
+    # finalizer removed by hand while the member was away, say.
+    old = orphan(m1, namespace, "again", str(uuid.uuid4()))
+    cluster.apply(training_job(namespace, "again", None, replicas=2, gpus=8,
+                               **only_in(m1.region, connection, regions)))  # fmt: skip
+    start_operator()
+
+    body = wait_condition(
+        cluster, namespace, "again", "Running", "True", "PodsRunning", PLACED_TIMEOUT
+    )
+    anchor = m1.anchor(namespace, "again")
+    assert anchor is not None
+    assert anchor["metadata"]["uid"] != old
+    assert anchor["metadata"]["labels"]["tsunagu.io/hub-job-uid"] == body["metadata"]["uid"]
+    pods = running_in(m1, namespace, "again", 2)
+    assert [p["metadata"]["name"] for p in pods] == ["again-0", "again-1"]
+    for pod in pods:
+        assert_owned_by_anchor(pod, anchor)
+        assert pod["metadata"]["labels"]["tsunagu.io/hub-job-uid"] == body["metadata"]["uid"]
+    assert_no_gpu_overcommitted(m1.kube)
+
+
+def orphan(member: Member, namespace: str, name: str, uid: str) -> str:
+    """An anchor of a hub job `name` with `uid` and its rank 0 on a node of 8 GPUs, as the hub
+    makes them; returns the anchor's uid."""
+    labels = {
+        "tsunagu.io/hub-namespace": namespace,
+        "tsunagu.io/hub-job": name,
+        "tsunagu.io/hub-job-uid": uid,
+        "tsunagu.io/job": name,
+    }
+    member.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"tsunagu-{name}", "namespace": namespace, "labels": labels},
+        }
+    )
+    anchor = member.anchor(namespace, name)
+    assert anchor is not None
+    owner = {
+        "apiVersion": "v1", "kind": "ConfigMap", "name": f"tsunagu-{name}",
+        "uid": anchor["metadata"]["uid"], "controller": True,
+    }  # fmt: skip
+    member.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{name}-0",
+                "namespace": namespace,
+                "labels": {**labels, "tsunagu.io/rank": "0"},
+                "ownerReferences": [owner],
+            },
+            "spec": {
+                "nodeName": member.nodes()[0],
+                "containers": [
+                    {"name": "trainer", "image": "trainer",
+                     "resources": {"limits": {"nvidia.com/gpu": "8"}}}
+                ],
+            },
+        }
+    )  # fmt: skip
+    return str(anchor["metadata"]["uid"])
