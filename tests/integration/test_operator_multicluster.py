@@ -32,6 +32,7 @@ from tests.support.members import (
     Member,
     Members,
 )
+from tests.support.replicas import start_replica, wait_holder
 from tests.support.scenario import (
     assert_no_gpu_overcommitted,
     assert_no_pod_duplicated,
@@ -610,6 +611,64 @@ def test_kill_9_of_the_hub_mid_burst_across_clusters_duplicates_and_overcommits_
     for member in members:
         anchors = [a["metadata"]["labels"]["tsunagu.io/hub-job"] for a in member.anchors(namespace)]
         assert sorted(anchors) == sorted(n for n, t in target.items() if t == member.name)
+
+
+def test_a_standby_hub_takes_over_a_burst_in_the_members_without_a_gang_twice(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+    run_operator: Callable[..., OperatorProcess],
+) -> None:
+    # start_operator is not called: asked for before run_operator, it sets up connect_members
+    # first, so what the test connected is removed after both replicas stopped.
+    connection = connect_members()
+    lease = f"tsunagu-members-{uuid.uuid4().hex[:8]}"
+    leader = start_replica(run_operator, lease, *SHORT_LEASE)
+    wait_holder(cluster, lease, leader, timeout=30)
+    standby = start_replica(run_operator, lease, *SHORT_LEASE)
+    # The standby watches the members too: its view of them is current before it leads.
+    wait_until(
+        lambda: standby.readiness() == (200, "standby, view synced\n"),
+        timeout=60, message="a synced standby",
+    )  # fmt: skip
+    target: dict[str, str] = {}
+    jobs = []
+    for i in range(20):
+        member = members.members[i % 2]
+        name = f"over-{i:02d}"
+        target[name] = member.name
+        jobs.append(training_job(namespace, name, None, replicas=1 + (i // 2) % 2, gpus=2,
+                                 **only_in(member.region, connection, regions)))  # fmt: skip
+    apis = [client.CoreV1Api(member.kube.api_client()) for member in members]
+    anchored = first_anchor(apis, namespace, timeout=PLACED_TIMEOUT)
+    time.sleep(1)  # the watches are open
+    cluster.apply(jobs)
+    anchored()
+    leader.process.kill()
+    wait_holder(cluster, lease, standby, timeout=30)
+
+    def all_running() -> bool:
+        items = cluster.get_json("trainingjobs", "-n", namespace)["items"]
+        return len(items) == 20 and all(
+            (condition(item, "Running") or {}).get("status") == "True" for item in items
+        )
+
+    wait_until(all_running, timeout=180, interval=0.5, message="every job Running")
+    assert_nothing_twice(cluster, members, namespace)
+    for member in members:
+        by_job: dict[str, list[str]] = {}
+        for pod in member.pods(namespace):
+            labels = pod["metadata"]["labels"]
+            by_job.setdefault(labels["tsunagu.io/job"], []).append(labels["tsunagu.io/rank"])
+        expected = {n for n, t in target.items() if t == member.name}
+        assert set(by_job) == expected, member.name
+    for item in cluster.get_json("trainingjobs", "-n", namespace)["items"]:
+        assert item["status"].get("cluster") == target[item["metadata"]["name"]]
+        assert item["status"].get("restarts", 0) == 0, item["metadata"]["name"]
+    assert standby.process.running
 
 
 def first_anchor(apis: list[Any], namespace: str, timeout: float) -> Callable[[], None]:
