@@ -455,6 +455,50 @@ def test_a_gang_the_member_admits_only_in_part_is_rolled_back_there_whole(
     assert len(running_in(m1, namespace, "halved", 2)) == 2
 
 
+def test_a_member_region_s_node_selector_picks_nodes_of_its_own_cluster_only(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    connect_members: Callable[..., Connection],
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    m1, m2 = members.m1, members.m2
+    # One node of member 1 by its host name, which member 2's node of that name has too.
+    solo = {
+        "apiVersion": "tsunagu.io/v1alpha1",
+        "kind": "Region",
+        "metadata": {"name": "fukuoka-solo"},
+        "spec": {
+            "prefecture": "JP-40",
+            "nodeSelector": {"kubernetes.io/hostname": "gpu-0001"},
+            "links": [{"to": "tokyo", "rttMs": 15}],
+        },
+    }
+    connection = connect_members(regions={m1.name: [solo]})
+    assert "gpu-0001" in m2.nodes()
+    here = only_in("fukuoka-solo", connection, regions)
+    # Two nodes of that name in all, one of them in the region's cluster: room for one rank.
+    cluster.apply(training_job(namespace, "pair", None, replicas=2, gpus=8, **here))
+    start_operator()
+    waiting = wait_condition(cluster, namespace, "pair", "Scheduled", "False", timeout=60)
+    assert verdicts(waiting)["fukuoka-solo"]["reason"] == "InsufficientCapacity"
+    # The region that got furthest speaks for the job.
+    scheduled = condition(waiting, "Scheduled")
+    assert scheduled is not None
+    assert "room for 1 of 2" in scheduled["message"], scheduled
+
+    cluster.apply(training_job(namespace, "single", None, replicas=1, gpus=8, **here))
+    running = wait_condition(
+        cluster, namespace, "single", "Running", "True", "PodsRunning", PLACED_TIMEOUT
+    )
+    assert (running["status"]["region"], running["status"]["cluster"]) == ("fukuoka-solo", m1.name)
+    (pod,) = running_in(m1, namespace, "single", 1)
+    assert pod["spec"]["nodeName"] == "gpu-0001"
+    assert where(cluster, members, namespace, "pair") == {}
+    assert not m2.pods(namespace)
+
+
 # --- deletion -------------------------------------------------------------------------------
 
 

@@ -293,9 +293,11 @@ def connect(
     create_namespaces: bool = False,
     namespace_in: Iterable[Member] | None = None,
     only: Sequence[Member] | None = None,
+    regions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Connection:
-    """Tells the hub about the members (`only` some): Secret, Cluster and Regions; creates
-    `namespace` in each member of `namespace_in` (all by default)."""
+    """Tells the hub about the members (`only` some): Secret, Cluster and Regions (those of its
+    topology file, or `regions[member name]`, given their clusterRef); creates `namespace` in
+    each member of `namespace_in` (all by default)."""
     # Never all digits and "e" (YAML's float, which a label value may not be): a letter first.
     token = f"c{uuid.uuid4().hex[:10]}"
     chosen = list(only) if only is not None else list(members)
@@ -308,7 +310,12 @@ def connect(
         secret_name = f"{member.name}-kubeconfig-{token}"
         hub.apply(_made_by(secret(secret_name, kubeconfig_for_hub(member)), token))
         hub.apply(_made_by(cluster_object(member.name, secret_name, create_namespaces), token))
-        for region in member_regions(member):
+        chosen_regions = member_regions(member)
+        if regions is not None and member.name in regions:
+            chosen_regions = [copy.deepcopy(dict(r)) for r in regions[member.name]]
+            for region in chosen_regions:
+                region["spec"]["clusterRef"] = {"name": member.name}
+        for region in chosen_regions:
             hub.apply(_made_by(region, token))
             connection._regions.append(region["metadata"]["name"])
     return connection
