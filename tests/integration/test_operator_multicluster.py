@@ -58,6 +58,8 @@ SHORT_LEASE = (
     "--leader-elect-lease-duration", "5", "--leader-elect-renew-deadline", "4",
     "--leader-elect-retry-period", "1",
 )  # fmt: skip
+# Members are checked every 2 s instead of 10: a member cut off or back is noticed sooner.
+MEMBER_CHECK = ("--member-check-interval", "2")
 
 
 @pytest.fixture
@@ -66,8 +68,9 @@ def start_operator(
     start_operator: Callable[..., OperatorProcess],
 ) -> Callable[..., OperatorProcess]:
     """As everywhere, with the members' fixture set up first: what a test connected is removed
-    only after every operator of the test has stopped (nothing acts in a member meanwhile)."""
-    return start_operator
+    only after every operator of the test has stopped (nothing acts in a member meanwhile); the
+    members checked every 2 s."""
+    return lambda *args: start_operator(*MEMBER_CHECK, *args)
 
 
 # --- reading the three clusters -------------------------------------------------------------
@@ -670,9 +673,9 @@ def test_a_standby_hub_takes_over_a_burst_in_the_members_without_a_gang_twice(
     # first, so what the test connected is removed after both replicas stopped.
     connection = connect_members()
     lease = f"tsunagu-members-{uuid.uuid4().hex[:8]}"
-    leader = start_replica(run_operator, lease, *SHORT_LEASE)
+    leader = start_replica(run_operator, lease, *SHORT_LEASE, *MEMBER_CHECK)
     wait_holder(cluster, lease, leader, timeout=30)
-    standby = start_replica(run_operator, lease, *SHORT_LEASE)
+    standby = start_replica(run_operator, lease, *SHORT_LEASE, *MEMBER_CHECK)
     # The standby watches the members too: its view of them is current before it leads.
     wait_until(
         lambda: standby.readiness() == (200, "standby, view synced\n"),

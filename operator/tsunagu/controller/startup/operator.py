@@ -55,8 +55,8 @@ logger = logging.getLogger(__name__)
 
 # Without leader election nothing else asks the API server regularly; /healthz needs to know.
 PING_SECONDS = 5.0
-# How often every member cluster is asked whether it answers.
-MEMBER_CHECK_SECONDS = 10.0
+# The longest a member's API server may take to answer the check.
+MEMBER_CHECK_TIMEOUT_SECONDS = 5.0
 
 # Reads run in threads (the generated client blocks): the lists at start and the look for pods
 # still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
@@ -96,11 +96,13 @@ class Operator:
         self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
         self.clusters = ClusterSet(self.cluster)
         # Other clusters: their kubeconfigs are Secrets of the operator's own namespace.
+        check = settings.scheduling.member_check_seconds
         self.members = MemberClusters(
             client=client, namespace=settings.leader_election.namespace, catalog=self.catalog,
             clusters=self.clusters, on_pods_changed=self.pods_changed,
             on_nodes_changed=self.member_nodes_changed, on_reachability=self.member_reachability,
             gang_connections=max(32, settings.scheduling.bind_concurrency * 8),
+            timeout_seconds=min(MEMBER_CHECK_TIMEOUT_SECONDS, check),
         )  # fmt: skip
         self.member_objects = MemberObjects(
             hub=client, clusters=self.clusters, members=self.members
@@ -235,7 +237,8 @@ class Operator:
         self.synced = True
         self.background.spawn(self.cluster.pod_watch().run(), name="pod watch")
         self.background.spawn(
-            self.members.run(MEMBER_CHECK_SECONDS, lambda: self.leading), name="member clusters"
+            self.members.run(self.settings.scheduling.member_check_seconds, lambda: self.leading),
+            name="member clusters",
         )
         if self.latency is not None:
             self.background.spawn(self._follow_latency(self.latency), name="latency")
