@@ -4,9 +4,12 @@ the copy left behind never counted, and removed once its member answers."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from tests.unit import test_placement_fixtures as fixtures
 from tsunagu.api.types import UnreachableAction
@@ -16,6 +19,7 @@ from tsunagu.controller.cluster.view import JobPod
 from tsunagu.controller.lifecycle.memberjobs import MemberJobs
 from tsunagu.controller.report.status import timestamp
 from tsunagu.controller.report.statusbook import StatusBook
+from tsunagu.controller.settings import OperatorSettings, add_arguments, from_args
 
 NOW = 1_800_000_000.0
 KEY = ("team-a", "llm")
@@ -148,3 +152,16 @@ def test_the_copy_left_in_a_member_never_counts_and_goes_once_it_answers() -> No
     # Its pods gone: the field is cleared.
     asyncio.run(judge.judge(job(), 1, NOW, {"llm-0": pod("llm-0", None)}, BODY, finished=False))
     assert "leftInCluster" not in statuses.current(KEY)
+
+
+def test_members_are_checked_every_10_seconds_unless_a_flag_says_otherwise() -> None:
+    assert parse_run_flags().scheduling.member_check_seconds == 10.0
+    assert parse_run_flags("--member-check-interval", "2").scheduling.member_check_seconds == 2.0
+    with pytest.raises(SystemExit, match="--member-check-interval"):
+        parse_run_flags("--member-check-interval", "0")
+
+
+def parse_run_flags(*argv: str) -> OperatorSettings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_args(parser.parse_args(list(argv)))
