@@ -33,6 +33,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "hack"))
 
+from bench_limit import cpu_seconds  # noqa: E402
 from bench_operator import BindWatcher, parallel, percentile, rss_mb  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from tests.support.delay_proxy import DelayProxy  # noqa: E402
@@ -83,6 +85,53 @@ class Side:
 
     def gpu_nodes(self) -> int:
         return len(self.core.list_node(label_selector="type=kwok").items)
+
+    def control_plane(self) -> dict[str, int]:
+        """pid of this cluster's kube-apiserver, etcd, kwok-controller, kube-scheduler and
+        kube-controller-manager by name: kwokctl runs them from the cluster's state, the
+        kubeconfig's directory."""
+        prefix = f"{Path(self.kubeconfig).parent}/kwok/clusters/"
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode()
+            except OSError:
+                continue
+            if argv0.startswith(prefix):
+                found[Path(argv0).name] = int(entry.name)
+        return found
+
+
+class CpuMeter:
+    """CPU-seconds, since it was made, of each cluster's control plane, the operator and this
+    process (its watches and the delay proxies)."""
+
+    def __init__(self, sides: list[Side], operator_pid: int) -> None:
+        self.pids = {side.name: side.control_plane() for side in sides}
+        self.pids["operator"] = {"tsunagu": operator_pid}
+        self.start = self._read()
+
+    def _read(self) -> dict[str, dict[str, float]]:
+        readings = {
+            side: {name: cpu_seconds(pid) for name, pid in pids.items()}
+            for side, pids in self.pids.items()
+        }
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        readings["bench (watches, proxies)"] = {"python": own.ru_utime + own.ru_stime}
+        return readings
+
+    def since(self) -> dict[str, Any]:
+        """Per cluster (and the operator, this process): the total and each process's share."""
+        now = self._read()
+        result: dict[str, Any] = {}
+        for side, readings in now.items():
+            used = {
+                name: round(value - self.start[side][name], 1) for name, value in readings.items()
+            }
+            result[side] = {"total": round(sum(used.values()), 1), **used}
+        return result
 
 
 def kubectl() -> str:
@@ -310,6 +359,7 @@ def bench_burst(hub: Side, members: list[Side], jobs: int, pods: int, tag: str) 
     with operator(hub, tag) as process:
         members_available(hub, [m for m in members if m.regions])
         time.sleep(2)
+        meter = CpuMeter(sides, process.pid)
         started = time.time()
         parallel(create, bodies)
         total = jobs * pods
@@ -321,6 +371,7 @@ def bench_burst(hub: Side, members: list[Side], jobs: int, pods: int, tag: str) 
             for side, watcher in watchers.items()
             for pod, at in watcher.bound.items()
         }
+        cpu = meter.since()
         if len(bound) < total:
             raise SystemExit(f"{tag}: only {len(bound)} of {total} pods bound in 900 s")
         elapsed = max(bound.values()) - started
@@ -336,7 +387,7 @@ def bench_burst(hub: Side, members: list[Side], jobs: int, pods: int, tag: str) 
     return {
         "pods": total, "seconds": elapsed, "pods_per_second": total / elapsed,
         "p50": percentile(per_gang, 0.5), "p99": percentile(per_gang, 0.99),
-        "gangs_per_cluster": spread, "rss_mb": peak,
+        "gangs_per_cluster": spread, "rss_mb": peak, "cpu_seconds": cpu,
     }  # fmt: skip
 
 
@@ -388,6 +439,11 @@ def grow(hub: Side, members: list[Side], per_cluster: int) -> None:
         )  # fmt: skip
 
 
+def progress(report: dict[str, Any], phase: str) -> None:
+    """Each phase's figures as it ends (stderr), so a long run that fails later keeps them."""
+    print(f"[bench_members] {phase}: {json.dumps(report.get(phase))}", file=sys.stderr, flush=True)
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -403,6 +459,7 @@ def main() -> None:
     parser.add_argument("--memory-jobs", type=int, default=10000)
     parser.add_argument("--memory-nodes", type=int, default=0)
     parser.add_argument("--skip", default="", help="comma-separated: lone,spread,single,memory")
+    parser.add_argument("--single-first", action="store_true", help="the one-cluster burst first")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     hub = Side("hub", args.hub).connect()
@@ -431,21 +488,25 @@ def main() -> None:
         if "lone" not in skip:
             report["lone"] = bench_lone(hub, members, args.lone, args.pods_per_job)
             report["load_after_lone"] = load_average()
-        if "spread" not in skip:
-            report["spread"] = bench_burst(hub, members, args.jobs, args.pods_per_job, "spread")
-            report["load_after_spread"] = load_average()
-        if "single" not in skip:
-            for member in members:
-                delete_member_region(hub, member)
-            report["single"] = bench_burst(hub, members, args.jobs, args.pods_per_job, "single")
-            report["load_after_single"] = load_average()
-            for price, member in enumerate(members):
-                create_member_region(hub, member, 1.0 + price / 10)
+            progress(report, "lone")
+        bursts = [phase for phase in ("spread", "single") if phase not in skip]
+        for phase in reversed(bursts) if args.single_first else bursts:
+            if phase == "single":
+                for member in members:
+                    delete_member_region(hub, member)
+            report[phase] = bench_burst(hub, members, args.jobs, args.pods_per_job, phase)
+            report[f"load_after_{phase}"] = load_average()
+            progress(report, phase)
+            if phase == "single":
+                for price, member in enumerate(members):
+                    create_member_region(hub, member, 1.0 + price / 10)
         if "memory" not in skip and args.memory_jobs:
             report["memory"] = [bench_memory(hub, members, args.memory_jobs)]
+            progress(report, "memory")
             if args.memory_nodes:
                 grow(hub, members, args.memory_nodes)
                 report["memory"].append(bench_memory(hub, members, args.memory_jobs))
+                progress(report, "memory")
             report["load_after_memory"] = load_average()
     print(json.dumps(report, indent=2))
     print_markdown(report, args)
@@ -480,6 +541,10 @@ def print_markdown(report: dict[str, Any], args: argparse.Namespace) -> None:
         if spread and single:
             ratio = spread["pods_per_second"] / single["pods_per_second"]
             print(f"\nSpread over three clusters / one cluster: {ratio:.2f}×")
+        for label, row in (("one cluster", single), ("spread", spread)):
+            if row:
+                totals = {side: used["total"] for side, used in row["cpu_seconds"].items()}
+                print(f"CPU-seconds during the {label} burst: {totals}")
     for row in report.get("memory") or []:
         print(
             f"\nHub operator RSS, nodes {row['nodes']}: idle {row['idle_rss_mb']:.0f} MB, "
