@@ -18,8 +18,9 @@ member through a delay proxy of a WAN round trip (15 ms by default). Prints a ma
 3. **burst, one cluster**: the same burst in the same run with the members' Regions deleted, so
    every gang is the hub's (the hub needs the GPUs for the whole burst).
 4. **memory**: the hub operator's RSS, connected to both members, with no job and with
-   `--memory-jobs` pending TrainingJobs; with `--memory-nodes N` the members are first grown to N
-   nodes each (hack/cluster.sh nodes), so the per-node cost shows against step 2's sizes.
+   `--memory-jobs` pending TrainingJobs; with `--memory-nodes N` every cluster is then grown to N
+   nodes (hack/cluster.sh nodes) and measured again with the jobs and without, so the per-node
+   and per-job costs show as slopes. Each figure is of an operator started afresh.
 
 hack/bench.sh (BENCH=members) makes the three clusters; run by hand, each needs `hack/cluster.sh
 up` with its own CLUSTER_NAME and TSUNAGU_STATE, the members with TOPOLOGY=fukuoka-cloud.yaml
@@ -391,24 +392,10 @@ def bench_burst(hub: Side, members: list[Side], jobs: int, pods: int, tag: str) 
     }  # fmt: skip
 
 
-def bench_memory(hub: Side, members: list[Side], jobs: int) -> dict[str, Any]:
-    """RSS of the hub operator connected to every member: idle, then holding `jobs` pending
-    TrainingJobs (their dataset does not exist)."""
-    namespace = f"bench-mem-{int(time.time())}"
-    nodes = {side.name: side.gpu_nodes() for side in [hub, *members]}
-    with operator(hub, "memory-idle") as process:
-        members_available(hub, members)
-        time.sleep(15)  # every member's nodes listed and the view settled
-        idle = rss_mb(process.pid)
-    hub.core.create_namespace({"metadata": {"name": namespace}})
-    bodies = [gang(f"mem-{index:05d}", 1, datasetRef={"name": "absent"}) for index in range(jobs)]
-    parallel(
-        lambda body: hub.custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "trainingjobs", body
-        ),
-        bodies,
-    )
-    with operator(hub, "memory") as process:
+def operator_rss(hub: Side, members: list[Side], namespace: str, jobs: int) -> float:
+    """RSS of a hub operator started now, once it is connected to every member, its view
+    settled and (with `jobs`) every job of `namespace` has its Scheduled condition."""
+    with operator(hub, f"memory-{jobs}") as process:
         members_available(hub, members)
 
         def every_job_has_status() -> bool:
@@ -417,10 +404,44 @@ def bench_memory(hub: Side, members: list[Side], jobs: int) -> dict[str, Any]:
             )
             return sum(1 for item in listed["items"] if condition_status(item, "Scheduled")) >= jobs
 
-        wait_until(f"a status on {jobs} TrainingJobs", every_job_has_status, timeout=900)
-        held = rss_mb(process.pid)
-    drop_namespace([hub], namespace)
-    return {"nodes": nodes, "jobs": jobs, "idle_rss_mb": idle, "rss_mb": held}
+        if jobs:
+            wait_until(f"a status on {jobs} TrainingJobs", every_job_has_status, timeout=1200)
+        time.sleep(15)  # every member's nodes listed, the view and the queue settled
+        return rss_mb(process.pid)
+
+
+def bench_memory(hub: Side, members: list[Side], jobs: int, grow_to: int) -> list[dict[str, Any]]:
+    """The hub operator's RSS, connected to every member: with no job and with `jobs` pending
+    TrainingJobs (their dataset does not exist) at the clusters' sizes, then (with `grow_to`)
+    with every cluster grown to that many nodes, with the jobs and after they are gone. Each
+    figure is of an operator started afresh."""
+    namespace = f"bench-mem-{int(time.time())}"
+    sides = [hub, *members]
+    rows = []
+
+    def measure(count: int) -> None:
+        nodes = {side.name: side.gpu_nodes() for side in sides}
+        rss = operator_rss(hub, members, namespace, count)
+        rows.append({"nodes": nodes, "jobs": count, "rss_mb": rss, "load": load_average()})
+        print(f"[bench_members] memory: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+
+    hub.core.create_namespace({"metadata": {"name": namespace}})
+    measure(0)
+    bodies = [gang(f"mem-{index:05d}", 1, datasetRef={"name": "absent"}) for index in range(jobs)]
+    parallel(
+        lambda body: hub.custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "trainingjobs", body
+        ),
+        bodies,
+    )
+    measure(jobs)
+    if grow_to:
+        grow(hub, members, grow_to)
+        measure(jobs)
+    drop_namespace([hub], namespace, timeout=1200)
+    if grow_to:
+        measure(0)
+    return rows
 
 
 def grow(hub: Side, members: list[Side], per_cluster: int) -> None:
@@ -501,12 +522,7 @@ def main() -> None:
                 for price, member in enumerate(members):
                     create_member_region(hub, member, 1.0 + price / 10)
         if "memory" not in skip and args.memory_jobs:
-            report["memory"] = [bench_memory(hub, members, args.memory_jobs)]
-            progress(report, "memory")
-            if args.memory_nodes:
-                grow(hub, members, args.memory_nodes)
-                report["memory"].append(bench_memory(hub, members, args.memory_jobs))
-                progress(report, "memory")
+            report["memory"] = bench_memory(hub, members, args.memory_jobs, args.memory_nodes)
             report["load_after_memory"] = load_average()
     print(json.dumps(report, indent=2))
     print_markdown(report, args)
@@ -545,11 +561,19 @@ def print_markdown(report: dict[str, Any], args: argparse.Namespace) -> None:
             if row:
                 totals = {side: used["total"] for side, used in row["cpu_seconds"].items()}
                 print(f"CPU-seconds during the {label} burst: {totals}")
-    for row in report.get("memory") or []:
-        print(
-            f"\nHub operator RSS, nodes {row['nodes']}: idle {row['idle_rss_mb']:.0f} MB, "
-            f"with {row['jobs']} pending TrainingJobs {row['rss_mb']:.0f} MB"
-        )
+    rows = report.get("memory") or []
+    if rows:
+        print("\n| nodes (hub, members) | pending TrainingJobs | hub operator RSS | load average |")
+        print("|---|---:|---:|---|")
+    for row in rows:
+        nodes = ", ".join(str(count) for count in row["nodes"].values())
+        print(f"| {nodes} | {row['jobs']} | {row['rss_mb']:.0f} MB | {row['load']} |")
+    if len(rows) == 4:
+        small, large = rows[0], rows[3]
+        added = sum(large["nodes"].values()) - sum(small["nodes"].values())
+        per_node = (large["rss_mb"] - small["rss_mb"]) * 1024 / added if added else 0.0
+        per_job = (rows[1]["rss_mb"] - small["rss_mb"]) * 1024 / rows[1]["jobs"]
+        print(f"\nSlopes: {per_node:.1f} KB per node (no job), {per_job:.1f} KB per pending job")
 
 
 if __name__ == "__main__":
