@@ -65,7 +65,7 @@ test: ## lint + unit + integration + e2e (what CI runs)
 
 # The demo has clusters of its own, so `make demo` and `make test` never disturb each other: the
 # hub (DEMO_CLUSTER) and a member, the GPU cloud in Fukuoka, named $(DEMO_CLUSTER)-fukuoka with
-# its state in $(DEMO_STATE)-fukuoka (hack/demo.sh derives both).
+# its state in $(DEMO_STATE)/member-fukuoka (hack/demo.sh derives both).
 DEMO_CLUSTER ?= tsunagu-demo
 DEMO_STATE ?= $(CURDIR)/.cluster/demo-cluster
 DEMO_ENV  := CLUSTER_NAME=$(DEMO_CLUSTER) TSUNAGU_STATE=$(DEMO_STATE)

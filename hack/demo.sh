@@ -8,10 +8,11 @@
 # Two clusters: the hub, "your Tokyo data centre" (CLUSTER_NAME, TSUNAGU_STATE: the data, a busy
 # GPU fleet, your other sites, the operator), and a member, "a GPU cloud in Fukuoka", a cluster of
 # its own (kube-apiserver, etcd, scheduler, controller-manager, kwok GPU nodes of
-# hack/topology/fukuoka-cloud.yaml) named $CLUSTER_NAME-fukuoka, its state beside the hub's
-# (DEMO_MEMBER_CLUSTER_NAME, DEMO_MEMBER_STATE choose others). The hub reaches it through the
-# Cluster object fukuoka-cloud, whose Secret holds the member's kubeconfig; Region fukuoka names it
-# in clusterRef, so gangs placed in Fukuoka are made in the member.
+# hack/topology/fukuoka-cloud.yaml) named $CLUSTER_NAME-fukuoka, its state in the hub's
+# ($TSUNAGU_STATE/member-fukuoka; DEMO_MEMBER_CLUSTER_NAME, DEMO_MEMBER_STATE choose others).
+# The hub reaches it through the Cluster object fukuoka-cloud, whose Secret holds the member's
+# kubeconfig; Region fukuoka names it in clusterRef, so gangs placed in Fukuoka are made in the
+# member.
 #
 # `up` starts, on this machine: one `tsunagu probe` per region on loopback with delay proxies
 # between them (hack/demo_network.py), a Prometheus scraping them (hack/prometheus.sh), and the
@@ -38,7 +39,7 @@ MEMBER=fukuoka-cloud
 MEMBER_REGION=fukuoka
 MEMBER_SECRET=$MEMBER-kubeconfig
 MEMBER_CLUSTER_NAME=${DEMO_MEMBER_CLUSTER_NAME:-$CLUSTER_NAME-fukuoka}
-MEMBER_STATE=${DEMO_MEMBER_STATE:-$CLUSTER_STATE-fukuoka}
+MEMBER_STATE=${DEMO_MEMBER_STATE:-$CLUSTER_STATE/member-fukuoka}
 MEMBER_ENV=(CLUSTER_NAME="$MEMBER_CLUSTER_NAME" TSUNAGU_STATE="$MEMBER_STATE"
   TOPOLOGY="$HACK_DIR/topology/fukuoka-cloud.yaml")
 PYTHON=${PYTHON:-$REPO_ROOT/.venv/bin/python}
