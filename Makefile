@@ -7,6 +7,8 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST    := hack/pytest.sh
+# The member clusters of tests/integration/test_operator_multicluster.py (hack/members.sh) take
+# their names and state from the hub's: CLUSTER_NAME-m1, -m2, state beside TSUNAGU_STATE.
 # The cluster of tests/e2e/test_real_nodes.py (tests/support/realnodes.py): real kubelets only.
 # TSUNAGU_REAL_CLUSTER and TSUNAGU_REAL_STATE choose another name and state (a second checkout).
 TSUNAGU_REAL_CLUSTER ?= tsunagu-real
@@ -33,9 +35,10 @@ tools: ## build kube-apiserver, etcd, kwok, helm… from Go modules (cached by v
 cluster-up: venv tools ## start the local kwok cluster with simulated GPU nodes
 	@hack/cluster.sh up
 
-cluster-down: ## stop the local cluster (and the real-node one); no process is left
+cluster-down: ## stop the local cluster (and the real-node and member ones); no process is left
 	@hack/cluster.sh down
 	@$(REAL_CLUSTER) hack/cluster.sh down
+	@hack/members.sh down
 
 lint: venv ## ruff, mypy and the import-linter layer contracts
 	$(VENV)/bin/ruff check .
@@ -61,7 +64,7 @@ test: ## lint + unit + integration + e2e (what CI runs)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory e2e
-	@if [ "$${CI:-}" = "true" ]; then hack/cluster.sh down; $(REAL_CLUSTER) hack/cluster.sh down; fi
+	@if [ "$${CI:-}" = "true" ]; then hack/cluster.sh down; $(REAL_CLUSTER) hack/cluster.sh down; hack/members.sh down; fi
 
 # The demo has clusters of its own, so `make demo` and `make test` never disturb each other: the
 # hub (DEMO_CLUSTER) and a member, the GPU cloud in Fukuoka, named $(DEMO_CLUSTER)-fukuoka with
@@ -85,4 +88,5 @@ clean: ## stop the clusters and remove the venv and local state (the tool cache 
 	@$(DEMO_ENV) hack/demo.sh down 2>/dev/null || true
 	@$(DEMO_ENV) hack/demo.sh clusters-down || true
 	@hack/cluster.sh down || true
-	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	@hack/members.sh down || true
+	rm -rf $(VENV) .cluster .cluster-m1 .cluster-m2 .pytest_cache .mypy_cache .ruff_cache .hypothesis

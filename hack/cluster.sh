@@ -29,7 +29,8 @@ fi
 REAL_NODES=${REAL_NODES:-0}
 export REAL_NODES
 
-kwokctl_() { "$KWOK_BIN/kwokctl" --name "$CLUSTER_NAME" "$@"; }
+# Never handed the port lock's descriptor (fd 9): the components kwokctl starts would keep it.
+kwokctl_() { "$KWOK_BIN/kwokctl" --name "$CLUSTER_NAME" "$@" 9>&-; }
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 answers() { kubectl_ get --raw /readyz >/dev/null 2>&1; }
@@ -63,6 +64,18 @@ nodes_ready() {
   (( ready >= $1 ))
 }
 
+# kwokctl hands each component of a new cluster the first port counting down from 32767 on which
+# nothing listens, counting afresh in every kwokctl process: two clusters created at the same
+# time (the member clusters of the multi-cluster tests, or two checkouts' test clusters) are
+# handed the same ports, and whichever starts second cannot listen. Clusters are therefore
+# created and started one at a time on the machine, each after the previous one listens.
+port_lock() {
+  mkdir -p "$TSUNAGU_CACHE"
+  exec 9>"$TSUNAGU_CACHE/kwokctl-ports.lock"
+  flock -w 600 9 || die "timed out after 600 s waiting for another kwokctl to start its cluster"
+}
+port_unlock() { flock -u 9; exec 9>&-; }
+
 up_kwok() {
   mkdir -p "$STATE_DIR"
   if ((REAL_NODES > 0)); then
@@ -78,6 +91,8 @@ up_kwok() {
   # kwokctl calls kubectl from PATH; make it ours, never a download.
   export PATH="$K8S_BIN:$PATH"
   export KWOK_KUBE_VERSION=$K8S_VERSION
+  # Held until every component listens: see port_lock.
+  port_lock
   if [[ -d $KWOK_WORKDIR/clusters/$CLUSTER_NAME ]]; then
     if answers; then
       log "cluster '$CLUSTER_NAME' is already up"
@@ -92,6 +107,7 @@ up_kwok() {
   else
     create_kwok_cluster
   fi
+  port_unlock
   # Written aside and moved: tests reading the kubeconfig meanwhile never see a half-written file.
   kwokctl_ get kubeconfig >"$KUBECONFIG_PATH.tmp" || die "could not read the cluster's kubeconfig"
   mv -f "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"

@@ -5,7 +5,9 @@
   topology.py regions FILE                        tsunagu Region objects (a List)
 
 Nodes carry the region, zone and GPU product labels and `nvidia.com/gpu` in their status, and the
-kwok annotation so the kwok controller manages them.
+kwok annotation so the kwok controller manages them. They are named `gpu-<region>-<index>`, or
+`<nodeNamePrefix>-<index>` when the file sets `nodeNamePrefix` (one region only): the member
+clusters of the multi-cluster tests give their nodes the same names, as unrelated clusters do.
 """
 
 from __future__ import annotations
@@ -28,21 +30,25 @@ def load(path: str) -> dict[str, Any]:
 
 def nodes(topology: dict[str, Any], per_region: int) -> list[dict[str, Any]]:
     gpus = str(topology.get("gpusPerNode", 8))
+    prefix = topology.get("nodeNamePrefix")
+    if prefix is not None and len(topology["regions"]) != 1:
+        sys.exit("nodeNamePrefix names the nodes of a topology of one region only")
     items = []
     for region in topology["regions"]:
         zones = region.get("zones") or [f"{region['name']}-a", f"{region['name']}-b"]
         for index in range(per_region):
             resources = {"cpu": "96", "memory": "1Ti", "pods": "110", "nvidia.com/gpu": gpus}
+            name = f"{prefix or 'gpu-' + region['name']}-{index:04d}"
             items.append(
                 {
                     "apiVersion": "v1",
                     "kind": "Node",
                     "metadata": {
-                        "name": f"gpu-{region['name']}-{index:04d}",
+                        "name": name,
                         "annotations": {"kwok.x-k8s.io/node": "fake"},
                         "labels": {
                             "type": "kwok",
-                            "kubernetes.io/hostname": f"gpu-{region['name']}-{index:04d}",
+                            "kubernetes.io/hostname": name,
                             "topology.kubernetes.io/region": region["name"],
                             "topology.kubernetes.io/zone": zones[index % len(zones)],
                             "nvidia.com/gpu.product": region.get(

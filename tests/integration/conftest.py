@@ -1,12 +1,22 @@
-"""Fixtures of the operator scenarios: the Japan Regions and a running operator."""
+"""Fixtures of the operator scenarios: the Japan Regions, a running operator, and the member
+clusters of the multi-cluster scenarios (tests/support/members.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from tests.support.cluster import Cluster, OperatorProcess
+from tests.support.members import (
+    Connection,
+    KubeconfigForHub,
+    Member,
+    Members,
+    bring_up_members,
+    connect,
+)
 from tests.support.scenario import free_port, japan_regions, wait_ready
 
 
@@ -38,3 +48,51 @@ def start_operator(
 @pytest.fixture
 def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
     return start_operator()
+
+
+@pytest.fixture(scope="session")
+def members() -> Iterator[Members]:
+    """The two member clusters (hack/members.sh up: started once, reused while up), member 1
+    behind a delay proxy adding 15 ms per round trip."""
+    try:
+        found = bring_up_members()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def member_kubeconfig_for_hub(members: Members) -> KubeconfigForHub:
+    """The hook for the hub's identity in each member: the kubeconfig put into the member's
+    Secret on the hub. The members' admin kubeconfigs for now; the tests of the chart's member
+    mode override this fixture with a kubeconfig of the member role only (pass it through
+    `member.kubeconfig_for_hub(restricted)` to keep member 1's path through its delay proxy)."""
+
+    def admin(member: Member) -> dict[str, Any]:
+        return member.kubeconfig_for_hub()
+
+    return admin
+
+
+@pytest.fixture
+def connect_members(
+    cluster: Cluster,
+    namespace: str,
+    regions: list[str],
+    members: Members,
+    member_kubeconfig_for_hub: KubeconfigForHub,
+) -> Iterator[Callable[..., Connection]]:
+    """`connect_members(create_namespaces=False, namespace_in=None, only=None)`: the members'
+    Secrets, Cluster objects and Regions on the hub, the test's namespace in the members;
+    afterwards all of it is removed again, in the hub and in the members."""
+    made: list[Connection] = []
+
+    def make(**options: Any) -> Connection:
+        connection = connect(cluster, namespace, members, member_kubeconfig_for_hub, **options)
+        made.append(connection)
+        return connection
+
+    yield make
+    for connection in made:
+        connection.close()

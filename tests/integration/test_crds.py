@@ -996,6 +996,7 @@ def test_get_trainingjob_shows_where_it_went_and_why(cluster: Cluster, namespace
     assert created.returncode == 0, created.stderr
     status = {
         "region": "fukuoka",
+        "cluster": "fukuoka-cloud",
         "state": "Running",
         "conditions": [condition("Scheduled", "True", "Placed", "fukuoka: 15 ms to tokyo")],
         "placement": {
@@ -1035,7 +1036,9 @@ def test_get_trainingjob_shows_where_it_went_and_why(cluster: Cluster, namespace
         "0.12",
     )
     (wide,) = table(cluster.kubectl("get", "tj", "-n", namespace, "-o", "wide").stdout)
-    assert (wide["RUNNING"], wide["LIVE-RTT-MS"], wide["DATASET"]) == ("2", "16", "claims-2025")
+    assert (wide["CLUSTER"], wide["RUNNING"], wide["LIVE-RTT-MS"], wide["DATASET"]) == (
+        "fukuoka-cloud", "2", "16", "claims-2025",
+    )  # fmt: skip
 
 
 def test_get_region_and_dataset_show_their_columns(
@@ -1092,6 +1095,11 @@ EXPLAINED = [
     ),
     pytest.param("region.spec.links", ("rttMs", "both ways", "bandwidthGbps"), id="region-links"),
     pytest.param("trainingjob.status.placement", ("alternatives", "why"), id="trainingjob-status"),
+    pytest.param(
+        "trainingjob.spec.placement.onClusterUnreachable",
+        ("second time", "clusterUnreachableGraceSeconds"),
+        id="trainingjob-unreachable-member",
+    ),
 ]
 
 

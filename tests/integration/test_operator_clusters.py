@@ -6,6 +6,7 @@ in a member cluster takes no work and says why, whatever the member's state."""
 from __future__ import annotations
 
 import base64
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from tests.support.cluster import Cluster, OperatorProcess
+from tests.support.fault_proxy import FaultProxy, upstream_tls
 from tests.support.scenario import region_nodes, training_job, wait_condition
 from tests.support.waiting import wait_until
 
@@ -215,3 +217,78 @@ def test_a_job_placed_in_a_member_runs_there_and_its_deletion_removes_what_it_ma
         return not left and job.returncode != 0
 
     wait_until(gone, timeout=60)
+
+
+def far_region(names: str) -> dict[str, Any]:
+    """A region of the member (the test cluster itself) that takes its hokkaido nodes; the
+    cheapest of all, so a Cheapest job goes there while it is available."""
+    return labelled(
+        {
+            "apiVersion": "tsunagu.io/v1alpha1",
+            "kind": "Region",
+            "metadata": {"name": f"far-{names}"},
+            "spec": {
+                "prefecture": "JP-01", "clusterRef": {"name": f"m-{names}"}, "gpuHourPrice": 0,
+                "nodeSelector": {"topology.kubernetes.io/region": "hokkaido"},
+            },
+        },
+        names,
+    )  # fmt: skip
+
+
+def test_a_job_in_a_member_that_stops_answering_is_reported_and_never_started_twice(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, names: str
+) -> None:
+    api = cluster.api_client().configuration
+    with FaultProxy(api.host, upstream_tls(api)) as proxy:
+        kubeconfig = proxy.write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")
+        cluster.apply(labelled(secret(f"member-{names}", kubeconfig.read_text()), names))
+        cluster.apply(labelled(member(f"m-{names}", f"member-{names}"), names))
+        cluster.apply(far_region(names))
+        wait_until(lambda: (c := available(cluster, f"far-{names}")) and c["status"] == "True",
+                   timeout=30)  # fmt: skip
+        cluster.apply(training_job(namespace, "far", None, replicas=2, gpus=1,
+                                   objective="Cheapest"))  # fmt: skip
+        body = wait_condition(cluster, namespace, "far", "Running", "True", timeout=60)
+        assert body["status"]["cluster"] == f"m-{names}"
+
+        proxy.blackhole(True)
+        cut_off = wait_condition(
+            cluster, namespace, "far", "ClusterReachable", "False", "ClusterUnreachable",
+            timeout=60,
+        )  # fmt: skip
+        assert f"cluster m-{names}" in condition_of(cut_off, "ClusterReachable")["message"]
+        # Still where it was: not requeued, its first copy untouched, no second one anywhere.
+        assert cut_off["status"]["region"] == f"far-{names}"
+        region = wait_until(
+            lambda: (c := available(cluster, f"far-{names}")) and c["status"] == "False" and c,
+            timeout=30,
+        )
+        assert region["reason"] == "ClusterUnreachable"
+        # A new job does not go to the unreachable member's region.
+        cluster.apply(training_job(namespace, "other", None, replicas=1, gpus=1,
+                                   objective="Cheapest"))  # fmt: skip
+        other = wait_condition(cluster, namespace, "other", "Scheduled", "True")
+        assert other["status"]["region"] != f"far-{names}"
+        pods = cluster.get_json("pods", "-n", namespace, "-l", "tsunagu.io/job=far")["items"]
+        assert sorted(p["metadata"]["name"] for p in pods) == ["far-0", "far-1"]
+        assert all(p["metadata"]["ownerReferences"][0]["kind"] == "ConfigMap" for p in pods)
+        assert not [e for e in job_events(cluster, namespace, "far") if e == "Requeued"]
+
+        proxy.blackhole(False)
+        back = wait_condition(
+            cluster, namespace, "far", "ClusterReachable", "True", "Connected", timeout=60
+        )
+        assert back["status"]["region"] == f"far-{names}"
+        assert condition_of(back, "Running")["status"] == "True"
+
+
+def condition_of(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == kind)
+
+
+def job_events(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    events = cluster.get_json(
+        "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    return [event["reason"] for event in events]

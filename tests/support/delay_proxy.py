@@ -8,8 +8,12 @@ Ordering is preserved: each direction is a FIFO of (release time, bytes). When t
 lowered, bytes already queued keep their later release time and newer bytes wait behind them, so
 the RTT falls to the new value within one old delay, never out of order.
 
+`partition(True)` cuts the path: every open connection is closed, and new ones are closed as soon
+as they are accepted (a client sees its connection drop, as to a dead host), until
+`partition(False)`. The port stays the proxy's meanwhile, so the path heals on the same address.
+
 The proxy runs its own event loop in a daemon thread, so synchronous tests, asyncio tests and
-other threads can all use it; `set_delay` is safe to call from any thread.
+other threads can all use it; `set_delay` and `partition` are safe to call from any thread.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ class DelayProxy:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._partitioned = False
+        self._open: set[asyncio.StreamWriter] = set()
+        # Connections accepted (whether or not passed on): who used the path, and when not.
+        self.accepted = 0
         self.host = listen_host
         self.port = 0
 
@@ -81,6 +89,19 @@ class DelayProxy:
     def set_rtt_ms(self, added_rtt_ms: float) -> None:
         """Adds `added_rtt_ms` to every round trip: half of it in each direction."""
         self.set_delay(added_rtt_ms / 2000.0)
+
+    @property
+    def partitioned(self) -> bool:
+        with self._lock:
+            return self._partitioned
+
+    def partition(self, on: bool, timeout: float = 10.0) -> None:
+        """Cuts the path (`on`) or heals it. Returns once every open connection is closed."""
+        with self._lock:
+            self._partitioned = on
+        loop = self._loop
+        if on and loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._cut_all(), loop).result(timeout)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -138,6 +159,12 @@ class DelayProxy:
         finally:
             loop.close()
 
+    async def _cut_all(self) -> None:
+        for writer in list(self._open):
+            writer.close()
+        for task in list(self._pipes):
+            task.cancel()
+
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -147,16 +174,26 @@ class DelayProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        with self._lock:
+            target = (self.target_host, self.target_port)
+            partitioned = self._partitioned
+            self.accepted += 1
+        if partitioned:
+            client_w.close()
+            return
         try:
-            with self._lock:
-                target = (self.target_host, self.target_port)
             target_r, target_w = await asyncio.open_connection(*target)
         except OSError:
             # Like a real network path to a dead host: the client sees its connection drop.
             client_w.close()
             return
+        if self.partitioned:  # cut while the target was being reached
+            for writer in (client_w, target_w):
+                writer.close()
+            return
         for writer in (client_w, target_w):
             _no_delay(writer)
+            self._open.add(writer)
         up = asyncio.create_task(self._pipe(client_r, target_w, upstream=True))
         down = asyncio.create_task(self._pipe(target_r, client_w, upstream=False))
         for task in (up, down):
@@ -168,6 +205,7 @@ class DelayProxy:
             task.cancel()
         for writer in (client_w, target_w):
             writer.close()
+            self._open.discard(writer)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool

@@ -56,6 +56,19 @@ APPLICATION_RULES = _rules(
     ("scheduling.x-k8s.io", "podgroups/status", "patch"),
 )
 
+# What the hub does in a member cluster (the chart's member mode; docs/clusters.md): namespaces
+# create comes only with member.createNamespaces.
+MEMBER_RULES = _rules(
+    ("", "nodes", "get list watch"),
+    ("", "pods", "get list watch create delete"),
+    ("", "pods/binding", "create"),
+    ("", "services", "get create delete"),
+    ("", "configmaps", "get list watch create delete"),
+    ("", "events", "create patch"),
+    ("", "namespaces", "get"),
+)
+MEMBER_NAMESPACE_CREATE = ("", "namespaces", "create")
+
 # The leader-election Role in the release namespace: the one Lease by name, and create (which
 # RBAC cannot limit by name).
 LEASE_RULES = frozenset(

@@ -17,6 +17,7 @@ from tsunagu.api.types import (
     Objective,
     PlacementMode,
     ResidencyMode,
+    UnreachableAction,
 )
 
 REGION: dict[str, Any] = {
@@ -372,3 +373,21 @@ def test_bad_objects_name_object_and_field(parse: Any, obj: Any, message: str) -
     assert str(raised.value) == message
     field = message.split(": ")[1]
     assert raised.value.field == field
+
+
+def test_a_job_waits_for_an_unreachable_member_unless_it_asks_to_be_placed_again() -> None:
+    default = parse_training_job(JOB).placement
+    assert default.on_cluster_unreachable is UnreachableAction.Wait
+    assert default.cluster_unreachable_grace_seconds == 600
+    policy = parse_training_job(
+        with_change(
+            with_change(JOB, "spec.placement.onClusterUnreachable", "Requeue"),
+            "spec.placement.clusterUnreachableGraceSeconds", 120,
+        )
+    ).placement  # fmt: skip
+    assert policy.on_cluster_unreachable is UnreachableAction.Requeue
+    assert policy.cluster_unreachable_grace_seconds == 120
+    with pytest.raises(SpecError, match=r"spec\.placement\.onClusterUnreachable"):
+        parse_training_job(with_change(JOB, "spec.placement.onClusterUnreachable", "x"))
+    with pytest.raises(SpecError, match=r"spec\.placement\.clusterUnreachableGraceSeconds"):
+        parse_training_job(with_change(JOB, "spec.placement.clusterUnreachableGraceSeconds", -1))

@@ -93,3 +93,8 @@ seccompProfile:
 {{- define "tsunagu.leaseName" -}}
 {{- default (include "tsunagu.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
+
+{{/* The ServiceAccount the hub acts as in a member cluster (mode: member). */}}
+{{- define "tsunagu.memberServiceAccountName" -}}
+{{- default (printf "%s-hub" (include "tsunagu.fullname" .) | trunc 63 | trimSuffix "-") .Values.member.serviceAccountName -}}
+{{- end -}}

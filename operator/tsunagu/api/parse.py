@@ -35,6 +35,7 @@ from tsunagu.api.types import (
     Residency,
     ResidencyMode,
     TrainingJobSpec,
+    UnreachableAction,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_BREACH_TOLERANCE_SECONDS = 120
+DEFAULT_CLUSTER_UNREACHABLE_GRACE_SECONDS = 600
 DEFAULT_BACKOFF_LIMIT = 3
 
 
@@ -213,6 +215,7 @@ def parse_dataset(obj: object) -> DatasetSpec:
 def _placement(spec: Fields) -> PlacementPolicy:
     fields = spec.child_or_empty("placement")
     tolerance = fields.integer("breachToleranceSeconds", minimum=0)
+    grace = fields.integer("clusterUnreachableGraceSeconds", minimum=0)
     return PlacementPolicy(
         mode=fields.enum("mode", PlacementMode, PlacementMode.Bind),
         max_rtt_ms=fields.number("maxRttMs", minimum=0),
@@ -223,6 +226,12 @@ def _placement(spec: Fields) -> PlacementPolicy:
         on_latency_breach=fields.enum("onLatencyBreach", BreachAction, BreachAction.Keep),
         breach_tolerance_seconds=(
             DEFAULT_BREACH_TOLERANCE_SECONDS if tolerance is None else tolerance
+        ),
+        on_cluster_unreachable=fields.enum(
+            "onClusterUnreachable", UnreachableAction, UnreachableAction.Wait
+        ),
+        cluster_unreachable_grace_seconds=(
+            DEFAULT_CLUSTER_UNREACHABLE_GRACE_SECONDS if grace is None else grace
         ),
     )
 

@@ -54,6 +54,16 @@ class BreachAction(StrEnum):
     REQUEUE = Requeue
 
 
+class UnreachableAction(StrEnum):
+    """What a job does when the member cluster its gang runs in cannot be reached."""
+
+    Wait = "Wait"
+    Requeue = "Requeue"
+
+    WAIT = Wait
+    REQUEUE = Requeue
+
+
 class LinkKind(StrEnum):
     APN = "APN"
     DedicatedFiber = "DedicatedFiber"
@@ -159,6 +169,10 @@ class PlacementPolicy:
     objective: Objective = Objective.Balanced
     on_latency_breach: BreachAction = BreachAction.Keep
     breach_tolerance_seconds: int = 120
+    # Wait: never started elsewhere while the first copy may still run; Requeue: placed again
+    # once the member has been unreachable this long (the copy there is removed when it answers).
+    on_cluster_unreachable: UnreachableAction = UnreachableAction.Wait
+    cluster_unreachable_grace_seconds: int = 600
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,8 @@ class SchedulingSettings:
     create_pods_bound: bool = True
     # A gang on a node NotReady for longer than this is placed again (a node gone: at once).
     node_lost_grace_seconds: float = 300.0
+    # Every member cluster is asked this often whether it answers (within as long, 5 s at most).
+    member_check_seconds: float = 10.0
     # Added to every gang pod (and honoured when placing): the toleration of the taint that
     # keeps other schedulers' pods off the GPU nodes.
     gang_tolerations: tuple[Toleration, ...] = ()
@@ -197,6 +199,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(
         "node-lost-grace-seconds", float, 300.0,
         "a gang on a node NotReady for longer than this is placed again",
+    )  # fmt: skip
+    flag(
+        "member-check-interval", float, 10.0,
+        "seconds between two checks that each member cluster answers (each within as long, "
+        "5 s at most)",
     )  # fmt: skip
     flag(
         "report-hold-seconds", float, 30.0,
@@ -355,6 +362,11 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             "tsunagu run: --node-lost-grace-seconds must be 0 or more "
             f"(got {args.node_lost_grace_seconds})"
         )
+    if args.member_check_interval <= 0:
+        raise SystemExit(
+            "tsunagu run: --member-check-interval must be more than 0 "
+            f"(got {args.member_check_interval})"
+        )
     if args.report_hold_seconds < 0:
         raise SystemExit(
             f"tsunagu run: --report-hold-seconds must be 0 or more (got {args.report_hold_seconds})"
@@ -384,6 +396,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             bind_concurrency=args.bind_concurrency,
             create_pods_bound=args.create_pods_bound,
             node_lost_grace_seconds=args.node_lost_grace_seconds,
+            member_check_seconds=args.member_check_interval,
             gang_tolerations=tolerations,
             default_profiles_namespace=(
                 leader_election.namespace if default_profiles is None else default_profiles

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tsunagu.api.members import qualified_node
 from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
 from tsunagu.controller.cluster.client import Kube
@@ -83,7 +84,8 @@ async def list_pods(kube: Kube, view: ClusterView, on_change: PodsChanged) -> st
 
 
 def observe_nodes(view: ClusterView, events: list[PodEvent], on_change: NodesChanged) -> None:
-    """Records node events in the view (a member's: the hub's own nodes come through Kopf)."""
+    """Records node events in the view (a member's: the hub's own nodes come through Kopf); says
+    which nodes changed, by the view's names of them."""
     changed: set[str] = set()
     for kind, body in events:
         if kind == "BOOKMARK":
@@ -93,7 +95,7 @@ def observe_nodes(view: ClusterView, events: list[PodEvent], on_change: NodesCha
             view.delete_node(name)
         else:
             view.upsert_node(body)
-        changed.add(name)
+        changed.add(qualified_node(view.cluster, name))
     if changed:
         on_change(changed)
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from tsunagu.api.conditions import CLUSTER_REACHABLE, FINISHED, RUNNING, SCHEDULED, Reason
-from tsunagu.api.members import MEMBER_OBJECTS_FINALIZER, anchor_name
+from tsunagu.api.conditions import FINISHED, RUNNING, SCHEDULED, Reason
+from tsunagu.api.members import anchor_name
 from tsunagu.api.names import TRAINING_JOB_KIND
 from tsunagu.api.types import JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
@@ -23,8 +23,9 @@ from tsunagu.controller.builders import build_service, for_member
 from tsunagu.controller.cluster.connection import ClusterSet
 from tsunagu.controller.cluster.view import JobPod
 from tsunagu.controller.jobs import JobTracker
+from tsunagu.controller.lifecycle.memberjobs import LEFT_IN_CLUSTER, MemberJobs
 from tsunagu.controller.lifecycle.memberobjects import MemberObjects, being_deleted
-from tsunagu.controller.lifecycle.members import SYNCING, MemberClusters
+from tsunagu.controller.lifecycle.members import MemberClusters
 from tsunagu.controller.report.events import EventRecorder
 from tsunagu.controller.report.status import (
     ConditionUpdate,
@@ -77,6 +78,10 @@ class JobLifecycle:
         self.clusters = clusters
         self.members = members
         self.member_objects = member_objects
+        self.member_jobs = MemberJobs(
+            clusters=clusters, members=members, member_objects=member_objects,
+            statuses=statuses, events=events, look_again=self.reconcile_soon,
+        )  # fmt: skip
         self.queue = queue
         self.statuses = statuses
         self.events = events
@@ -123,15 +128,20 @@ class JobLifecycle:
             self.queue.remove(key)
             self._report_invalid(key, generation, now, tracked.invalid or "invalid spec")
             return
-        pods = self.clusters.pods_of(key)
-        member = self._cluster_of(key) or next(
-            (p.cluster for p in pods.values() if p.cluster), None
-        )
         finished = is_true(self.statuses.condition(key, FINISHED))
-        if member and not finished and not self._member_reachable(key, generation, now, member):
-            # What its pods do there is not known now: nothing is decided on a stale view, and
-            # the gang is never started a second time while the first may still run.
+        verdict = await self.member_jobs.judge(
+            job, generation, now, self.clusters.pods_of(key), body, finished
+        )
+        if verdict.requeue is not None:
+            await self.requeue(job, generation, now, verdict.requeue, delete=False,
+                               cause="cluster unreachable")  # fmt: skip
+            self.statuses.update(key, generation, now, fields={LEFT_IN_CLUSTER: verdict.left_in})
             return
+        if not verdict.act:
+            # What its pods do in its member is not known now: nothing is decided on a stale
+            # view, and the gang is never started a second time while the first may still run.
+            return
+        pods = verdict.pods
         ours = {name: pod for name, pod in pods.items() if pod.owner_uid == tracked.uid}
         if finished:
             self.queue.remove(key)
@@ -142,9 +152,7 @@ class JobLifecycle:
             # Pods of an earlier job with the same name are still going away: wait for them.
             return
         self._report_strangers(key, {n for n, p in pods.items() if _stranger(p)})
-        if not ours and MEMBER_OBJECTS_FINALIZER in _finalizers(body) and not self._all_current():
-            # It had objects in a member: a gang bound there before a restart, its status not
-            # yet written, may be in a member not seen yet. It is not started a second time.
+        if not ours and self.member_jobs.may_be_unseen(key, body):
             return
         if not ours:
             self.jobs.teardown.discard(key)
@@ -155,35 +163,8 @@ class JobLifecycle:
         self.queue.remove(key)
         await self._with_pods(job, generation, now, list(ours.values()))
 
-    def _all_current(self) -> bool:
-        """Every member with a connection shows its pods as they are (one never connected, its
-        kubeconfig wrong from the start, can hold no gang of ours)."""
-        return all(connection.current for connection in self.clusters.members.values())
-
     def _cluster_of(self, key: JobKey) -> str | None:
-        """The member cluster the job was placed in, as its status says; None: the hub."""
-        cluster = self.statuses.current(key).get("cluster")
-        return str(cluster) if cluster else None
-
-    def _member_reachable(self, key: JobKey, generation: int, now: float, member: str) -> bool:
-        """Whether the member the job's gang is in can be acted on now (it answers and its view
-        caught up); ClusterReachable says so, with the member's reason when it cannot."""
-        reason, message = self.members.usable(member)
-        reachable = reason == str(Reason.Connected)
-        if reason == SYNCING:
-            return False  # listed in a moment (after a restart): looked at again then
-        previous = self.statuses.condition(key, CLUSTER_REACHABLE)
-        if previous is None and reachable:
-            return True  # said only once it was ever unreachable: most jobs never see it
-        text = f"cluster {member}: {message}"
-        self.statuses.update(
-            key, generation, now,
-            conditions=[ConditionUpdate(CLUSTER_REACHABLE, reachable, reason, text)],
-        )  # fmt: skip
-        if previous is None or previous.get("reason") != reason:
-            kind = "Normal" if reachable else "Warning"
-            self.events.job_event(key, kind, reason, text)
-        return reachable
+        return self.member_jobs.placed_in(key)
 
     def _report_strangers(self, key: JobKey, names: set[str]) -> None:
         """Pods with the job's label that are not its own are ignored: said once, in an Event."""
@@ -434,10 +415,6 @@ class JobLifecycle:
             if connection is not None:
                 deletes.append(connection.client.delete_pod(job.namespace, pod.name))
         await asyncio.gather(*deletes, return_exceptions=True)
-
-
-def _finalizers(body: dict[str, Any] | None) -> tuple[str, ...]:
-    return tuple(((body or {}).get("metadata") or {}).get("finalizers") or ())
 
 
 def _stranger(pod: JobPod) -> bool:

@@ -73,6 +73,12 @@ class MemberObjects:
                                connection.name, *key, error)  # fmt: skip
         return await self._remove_finalizer(key, uid)
 
+    async def remove_from(self, member: str, key: JobKey, uid: str) -> None:
+        """Deletes the job's anchor (and so its gang) in one member."""
+        connection = self.clusters.members.get(member)
+        if connection is not None:
+            await _delete_anchor(connection, key, uid)
+
     async def _remove_finalizer(self, key: JobKey, uid: str) -> bool:
         namespace, name = key
         for _ in range(FINALIZER_ATTEMPTS):

@@ -106,6 +106,7 @@ class MemberClusters:
         on_nodes_changed: NodesChanged,
         on_reachability: Callable[[str], Awaitable[None]] | None = None,
         timeout_seconds: float = 5.0,
+        gang_connections: int = 32,
     ) -> None:
         # The hub's client: the Secrets are read, and the Cluster statuses written, through it.
         self.client = client
@@ -117,6 +118,8 @@ class MemberClusters:
         # Told when a member became reachable or stopped being so.
         self.on_reachability = on_reachability
         self.timeout_seconds = timeout_seconds
+        # A member takes gangs as the hub does: as many connections for their writes.
+        self.gang_connections = gang_connections
         # Every write to a member asks it first, as writes to the hub do (the Lease).
         self.gate: WriteGate | None = None
         self.members: dict[str, MemberState] = {}
@@ -203,9 +206,10 @@ class MemberClusters:
                 kubeconfig = yaml.safe_load(base64.b64decode(encoded))
                 if not isinstance(kubeconfig, Mapping):
                     raise ValueError("not a kubeconfig map")
+                # Reads: the two watches, and the odd GET while a gang is rolled back.
                 member = Kube(
-                    configuration_from(kubeconfig), pool_size=4,
-                    connections={Lane.GANGS: 8, Lane.REPORTS: 4},
+                    configuration_from(kubeconfig), pool_size=8,
+                    connections={Lane.GANGS: self.gang_connections, Lane.REPORTS: 4},
                 )  # fmt: skip
             except Exception as error:  # a bad kubeconfig fails in many ways, each an answer
                 text = f"Secret {self.namespace}/{spec.secret_name} key {spec.secret_key}"

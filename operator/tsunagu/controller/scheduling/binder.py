@@ -184,6 +184,10 @@ class GangBinder:
                     client.read_config_map, job.namespace, anchor["metadata"]["name"]
                 )
                 labels = existing["metadata"].get("labels") or {}
+                if existing["metadata"].get("deletionTimestamp"):
+                    raise MemberNotReady(
+                        f"the job's earlier objects in cluster {member} are still being removed"
+                    ) from None
                 if labels.get(HUB_JOB_UID_LABEL) == body["metadata"]["uid"]:
                     return str(existing["metadata"]["uid"])
                 # An earlier job of this name: its objects go with its anchor.
@@ -276,6 +280,15 @@ class GangBinder:
         logger.warning("gang of %s/%s rolled back: %s", job.namespace, job.name, error)
         metrics.BIND_FAILURES.inc()
         refusal = refusal_message(error)
+        member = attempt.connection.member
+        if member is not None and _forbidden(error):
+            # The member does not let the hub's identity do this: its role, not the job's spec,
+            # is wrong; tried again after the backoff, said in the Event.
+            error = MemberNotReady(
+                f"cluster {member} refused the hub's identity ({refusal}): grant what the "
+                "chart's member mode grants (docs/clusters.md)"
+            )
+            refusal = None
         failures = self.jobs.bind_failures.get(job.key, 0) + 1
         self.jobs.bind_failures[job.key] = failures
         self.jobs.not_before[job.key] = time.time() + min(2.0**failures, MAX_BIND_BACKOFF_SECONDS)
@@ -358,6 +371,10 @@ class GangBinder:
 # 4xx answers that are not about this spec: an existing object (409, handled where it is
 # created), a pod gone meanwhile (404) or too many requests (429) are tried again.
 _RETRIED_4XX = frozenset({404, 409, 429})
+
+
+def _forbidden(error: BaseException) -> bool:
+    return isinstance(error, ApiException) and error.status in (401, 403)
 
 
 def refusal_message(error: BaseException) -> str | None:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tsunagu.api.members import MEMBER_OBJECTS_FINALIZER
 from tsunagu.api.names import CLUSTERS, DATASETS, REGIONS, THROUGHPUT_PROFILES, TRAINING_JOBS
 from tsunagu.api.parse import SpecError
 from tsunagu.api.podgroups import is_group_key
@@ -46,6 +45,7 @@ from tsunagu.controller.scheduling.queue import SchedulingQueue
 from tsunagu.controller.scheduling.scheduler import Scheduler
 from tsunagu.controller.settings import OperatorSettings, toleration_body
 from tsunagu.controller.startup.duties import LeaderDuties, TermTasks
+from tsunagu.controller.startup.memberduties import MemberDuties
 from tsunagu.controller.tasks import TaskGroup
 from tsunagu.placement.latency import Measurement
 from tsunagu.sources.latency import LatencySource, latency_source
@@ -55,10 +55,9 @@ logger = logging.getLogger(__name__)
 
 # Without leader election nothing else asks the API server regularly; /healthz needs to know.
 PING_SECONDS = 5.0
-# How often every member cluster is asked whether it answers.
-MEMBER_CHECK_SECONDS = 10.0
-# How long a member that answers again may take to show its pods before its jobs are judged.
-MEMBER_SYNC_SECONDS = 60.0
+# The longest a member's API server may take to answer the check.
+MEMBER_CHECK_TIMEOUT_SECONDS = 5.0
+
 # Reads run in threads (the generated client blocks): the lists at start and the look for pods
 # still terminating before a rollback; the default pool of min(32, cpus + 4) threads would
 # serialise the latter.
@@ -97,10 +96,13 @@ class Operator:
         self.cluster = ClusterConnection("", client, on_pods_changed=self.pods_changed)
         self.clusters = ClusterSet(self.cluster)
         # Other clusters: their kubeconfigs are Secrets of the operator's own namespace.
+        check = settings.scheduling.member_check_seconds
         self.members = MemberClusters(
             client=client, namespace=settings.leader_election.namespace, catalog=self.catalog,
             clusters=self.clusters, on_pods_changed=self.pods_changed,
             on_nodes_changed=self.member_nodes_changed, on_reachability=self.member_reachability,
+            gang_connections=max(32, settings.scheduling.bind_concurrency * 8),
+            timeout_seconds=min(MEMBER_CHECK_TIMEOUT_SECONDS, check),
         )  # fmt: skip
         self.member_objects = MemberObjects(
             hub=client, clusters=self.clusters, members=self.members
@@ -174,6 +176,7 @@ class Operator:
         )
         self.latency = latency_source(settings.latency)
         self.learning = self._learner(settings, client)
+        self.member_duties = MemberDuties(self)
         self.duties = LeaderDuties(self)
         election = settings.leader_election
         self.elector: LeaderElector | None = None
@@ -234,7 +237,8 @@ class Operator:
         self.synced = True
         self.background.spawn(self.cluster.pod_watch().run(), name="pod watch")
         self.background.spawn(
-            self.members.run(MEMBER_CHECK_SECONDS, lambda: self.leading), name="member clusters"
+            self.members.run(self.settings.scheduling.member_check_seconds, lambda: self.leading),
+            name="member clusters",
         )
         if self.latency is not None:
             self.background.spawn(self._follow_latency(self.latency), name="latency")
@@ -330,69 +334,10 @@ class Operator:
                 await self.lifecycle.reconcile(key)
 
     def member_nodes_changed(self, nodes: set[str]) -> None:
-        """A member's nodes changed (its own watch): decisions look again; a gang on a node
-        lost there is looked at by the lifecycle."""
-        self.queue.wake()
-        if not self.leading:
-            return
-        for connection in self.clusters.members.values():
-            view = connection.view
-            lost = {n for n in view.nodes if not view.node_alive(n)} | (
-                {n for n in nodes if n not in view.nodes}
-            )
-            if not lost:
-                continue
-            for key, pods in list(view.job_pods.items()):
-                if any(pod.node_name in lost for pod in pods.values()):
-                    self.lifecycle.reconcile_soon(key)
+        self.member_duties.nodes_changed(nodes)
 
     async def member_reachability(self, name: str) -> None:
-        """A member became reachable or stopped being so: its jobs say so (ClusterReachable)
-        and, once its view is current again, are reconciled with what it shows; anchors of jobs
-        the hub no longer has are removed there."""
-        self.queue.wake()
-        if not self.leading:
-            return
-        connection = self.clusters.members.get(name)
-        reason, _ = self.members.usable(name)
-        if connection is not None and self.members.members.get(name, None) is not None:
-            state = self.members.members[name]
-            if state.reachable:
-                try:
-                    await asyncio.wait_for(connection.wait_current(), MEMBER_SYNC_SECONDS)
-                except TimeoutError:
-                    logger.warning("cluster %s answers but its view did not catch up", name)
-                    return
-                await self.sweep_member(name)
-        for key in self.jobs_in_member(name):
-            self.lifecycle.reconcile_soon(key)
-        logger.debug("cluster %s: %s; its jobs looked at", name, reason)
-
-    async def sweep_member(self, name: str) -> None:
-        connection = self.clusters.members.get(name)
-        if connection is None or not self.leading:
-            return
-        try:
-            await self.member_objects.sweep(connection, self.jobs.uids())
-        except Exception as error:
-            logger.warning("cluster %s: anchors not swept: %s", name, error)
-
-    def jobs_in_member(self, name: str) -> set[JobKey]:
-        """Jobs placed in the member (their status) or with pods there, and every job holding
-        the member finalizer without a region (it may have a gang there not seen yet)."""
-        keys: set[JobKey] = set()
-        connection = self.clusters.members.get(name)
-        if connection is not None:
-            keys.update(connection.view.job_pods)
-        for key in self.jobs:
-            status = self.statuses.current(key)
-            if status.get("cluster") == name:
-                keys.add(key)
-            elif not status.get("region"):
-                metadata = (self.jobs.body(key) or {}).get("metadata") or {}
-                if MEMBER_OBJECTS_FINALIZER in (metadata.get("finalizers") or ()):
-                    keys.add(key)
-        return {key for key in keys if key in self.jobs}
+        await self.member_duties.reachability_changed(name)
 
     async def job_changed(self, body: Mapping[str, Any]) -> None:
         metadata = body["metadata"]
