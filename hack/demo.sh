@@ -136,15 +136,23 @@ cluster_up() {
   fi
 }
 
-# The member joins the hub: its kubeconfig (flattened: certificates inline) in a Secret of the
-# operator's namespace that the chart lets the operator read, a Cluster object naming the Secret,
-# and Region fukuoka pointed at it. The member creates the jobs' namespaces itself
-# (createNamespaces), so nothing is prepared in it by hand. The kubeconfig is the member's admin;
-# a member identity with only what the hub needs (docs/clusters.md) is the chart's member mode.
+# The member joins the hub as docs/clusters.md says: the chart in member mode in the member (the
+# hub's identity there, with only what the hub does in a member, namespaces included: the hub
+# creates the jobs' namespaces, so nothing is prepared in it by hand), a kubeconfig of that
+# identity (hack/member-kubeconfig.sh) in a Secret of the operator's namespace that the chart
+# lets the operator read, a Cluster object naming the Secret, and Region fukuoka pointed at it.
 connect_member() {
+  log "installing the chart in the member in member mode (the hub's identity there, and its role)"
+  "$HELM" upgrade --install "$RELEASE" "$REPO_ROOT/charts/tsunagu" --kubeconfig "$MEMBER_KUBECONFIG" \
+    --namespace "$CHART_NAMESPACE" --create-namespace --skip-crds \
+    --set mode=member --set member.createNamespaces=true \
+    --wait --timeout 60s >"$STATE/helm-member.log" 2>&1 \
+    || { cat "$STATE/helm-member.log" >&2; die "helm install in the member failed"; }
+  KUBECTL=$KUBECTL "$HACK_DIR/member-kubeconfig.sh" --kubeconfig "$MEMBER_KUBECONFIG" \
+    --namespace "$CHART_NAMESPACE" --service-account "$RELEASE-hub" --name "$MEMBER" \
+    --duration 24h --output "$STATE/member.kubeconfig" >"$STATE/member-kubeconfig.log" 2>&1 \
+    || { cat "$STATE/member-kubeconfig.log" >&2; die "no kubeconfig of the hub's identity in the member"; }
   log "connecting the member: Secret $CHART_NAMESPACE/$MEMBER_SECRET, Cluster $MEMBER, Region $MEMBER_REGION in it"
-  member_kubectl config view --raw --flatten --minify >"$STATE/member.kubeconfig"
-  chmod 600 "$STATE/member.kubeconfig"
   kubectl_ create secret generic "$MEMBER_SECRET" -n "$CHART_NAMESPACE" \
     --from-file=kubeconfig="$STATE/member.kubeconfig" --dry-run=client -o yaml \
     | kubectl_ apply --server-side --force-conflicts -f - >/dev/null
@@ -459,6 +467,8 @@ down() {
   fi
   if member_answers; then
     member_kubectl delete namespace team-a --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    "$HELM" uninstall "$RELEASE" --namespace "$CHART_NAMESPACE" --kubeconfig "$MEMBER_KUBECONFIG" \
+      >/dev/null 2>&1 || true
   fi
   rm -f "$OPERATOR_KUBECONFIG" "$STATE/real-job.yaml" "$STATE/member.kubeconfig"
   log "demo stopped"
