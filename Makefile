@@ -66,23 +66,27 @@ test: ## lint + unit + integration + e2e (what CI runs)
 	@$(MAKE) --no-print-directory e2e
 	@if [ "$${CI:-}" = "true" ]; then hack/cluster.sh down; $(REAL_CLUSTER) hack/cluster.sh down; hack/members.sh down; fi
 
-# The demo has a cluster of its own, so `make demo` and `make test` never disturb each other.
-DEMO_ENV  := CLUSTER_NAME=tsunagu-demo TSUNAGU_STATE=$(CURDIR)/.cluster/demo-cluster
+# The demo has clusters of its own, so `make demo` and `make test` never disturb each other: the
+# hub (DEMO_CLUSTER) and a member, the GPU cloud in Fukuoka, named $(DEMO_CLUSTER)-fukuoka with
+# its state in $(DEMO_STATE)/member-fukuoka (hack/demo.sh derives both).
+DEMO_CLUSTER ?= tsunagu-demo
+DEMO_STATE ?= $(CURDIR)/.cluster/demo-cluster
+DEMO_ENV  := CLUSTER_NAME=$(DEMO_CLUSTER) TSUNAGU_STATE=$(DEMO_STATE)
 
-# hack/demo.sh brings the cluster up itself: with real nodes where they can run (it says which).
-demo: venv tools ## the story: data in Tokyo, jobs placed by measured latency
+# hack/demo.sh brings the clusters up itself: with real nodes where they can run (it says which).
+demo: venv tools ## the story: data in Tokyo, jobs placed by measured latency, in two clusters
 	@$(DEMO_ENV) hack/demo.sh up
 
-demo-down: ## remove the demo and stop its cluster
+demo-down: ## remove the demo and stop both its clusters
 	@$(DEMO_ENV) hack/demo.sh down || true
-	@$(DEMO_ENV) hack/cluster.sh down
+	@$(DEMO_ENV) hack/demo.sh clusters-down
 
 bench: venv ## benchmarks (engine, simulator, latency, operator); figures go to docs/benchmarks.md
 	@hack/bench.sh
 
 clean: ## stop the clusters and remove the venv and local state (the tool cache stays)
 	@$(DEMO_ENV) hack/demo.sh down 2>/dev/null || true
-	@$(DEMO_ENV) hack/cluster.sh down || true
+	@$(DEMO_ENV) hack/demo.sh clusters-down || true
 	@hack/cluster.sh down || true
 	@hack/members.sh down || true
 	rm -rf $(VENV) .cluster .cluster-m1 .cluster-m2 .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,7 +3,8 @@
 
   demo_network.py serve STATE_DIR [--topology FILE] [--dataset-listen HOST]
                                                       the latency network, until SIGTERM
-  demo_network.py summary [--kubeconfig FILE]         the story, read from the objects' status
+  demo_network.py summary [--kubeconfig FILE] [--member NAME=KUBECONFIG]...
+                                                      the story, read from the objects' status
 
 `serve` runs one `tsunagu probe` per region of the topology on loopback, each measuring every
 other region through a delay proxy of its own, so the probes see the topology's distances (Tokyo↔
@@ -14,6 +15,10 @@ With `--dataset-listen HOST` (the demo on real nodes) it also serves a sample of
 records over HTTP on loopback, reached by pods through a delay proxy on HOST with the
 topology's Tokyo↔Fukuoka RTT (the storage is in Tokyo, the real nodes in Fukuoka); its URL goes
 to STATE_DIR/dataset-url.
+
+`summary` reads the hub (--kubeconfig): Regions, Cluster objects, Datasets and TrainingJobs; with
+`--member NAME=KUBECONFIG` it also lists the gangs the hub made in that member cluster, read from
+the member's own API server, so which job went to which cluster is seen on both sides.
 """
 
 from __future__ import annotations
@@ -175,20 +180,130 @@ def render_table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def summary(kubeconfig: str | None) -> int:
+def _cluster_of(region: Mapping[str, Any]) -> str | None:
+    return ((region.get("spec") or {}).get("clusterRef") or {}).get("name")
+
+
+def _print_clusters(regions: Sequence[Mapping[str, Any]], members: Sequence[Any]) -> None:
+    by_cluster: dict[str | None, list[str]] = {}
+    for region in regions:
+        by_cluster.setdefault(_cluster_of(region), []).append(region["metadata"]["name"])
+    print("\nThe clusters (kubectl get clusters.tsunagu.io; a Region's spec.clusterRef):")
+    print(f"  hub            the operator's own cluster: {', '.join(by_cluster.get(None, []))}")
+    for member in members:
+        name = member["metadata"]["name"]
+        reachable = condition(member, "Reachable")
+        version = (member.get("status") or {}).get("serverVersion", "")
+        state = f"Reachable={reachable.get('status', '?')} {reachable.get('reason', '')} {version}"
+        print(f"  {name:<14} member, {state.strip()}: {', '.join(by_cluster.get(name, [])) or '-'}")
+
+
+def _where(job: Mapping[str, Any]) -> str:
+    status = job.get("status") or {}
+    return str(status.get("cluster") or "hub") if status.get("region") else "-"
+
+
+def _why(
+    job: Mapping[str, Any],
+    datasets: Mapping[str, Mapping[str, Any]],
+    cluster_of: Mapping[str, str | None],
+) -> str:
+    """One line: the cluster and region a job went to and why, or why it waits."""
+    name = job["metadata"]["name"]
+    status = job.get("status") or {}
+    placement = status.get("placement") or {}
+    alternatives = placement.get("alternatives") or []
+    dataset = datasets.get(((job["spec"].get("datasetRef") or {}).get("name")) or "")
+    home = ((dataset or {}).get("spec") or {}).get("homeRegion")
+    residency = ((dataset or {}).get("spec") or {}).get("residency") or {}
+    home_verdict = next((alt for alt in alternatives if alt.get("region") == home), None)
+    region = status.get("region")
+    if not region:
+        scheduled = condition(job, "Scheduled")
+        why = f"{scheduled.get('reason')}: {scheduled.get('message', '')}"
+        if residency.get("mode") == "Pinned":
+            why = f"its data is Pinned to {home}; {why}"
+        return f"  {name} waits in the hub: {why}"
+    cluster = status.get("cluster")
+    where = f"cluster {cluster} (region {region})" if cluster else f"the hub (region {region})"
+    reasons = []
+    if home and region != home:
+        full = home_verdict.get("reason") if home_verdict else None
+        if full:
+            reasons.append(f"{home} (home of its data) {full}")
+        if region in (residency.get("replicaRegions") or []):
+            reasons.append(f"reads the {residency.get('mode')} copy of its data there")
+        else:
+            budget = job["spec"].get("placement", {}).get("maxRttMs")
+            within = f" within its {budget} ms budget" if budget is not None else ""
+            reasons.append(
+                f"reads the data in {home} over {_ms(placement.get('rttMs'))}{within}, "
+                f"predicted loss {_loss(placement.get('predictedThroughputLoss'))}"
+            )
+    elif not home:
+        reasons.append("no dataset: anywhere goes")
+    if cluster:
+        reasons.append(f"its gang was made in {cluster} by the hub")
+    others = ", ".join(
+        _why_not(alt)
+        + (f" [cluster {member}]" if (member := cluster_of.get(alt["region"])) else "")
+        for alt in alternatives
+        if alt.get("region") != home
+    )
+    if others:
+        reasons.append(f"elsewhere: {others}")
+    return f"  {name} → {where}: " + "; ".join(reasons)
+
+
+def _print_member_pods(members: Sequence[tuple[str, str]]) -> None:
+    for name, kubeconfig in members:
+        pods = kubectl_json(kubeconfig, "pods", "-A", "-l", "tsunagu.io/hub-job", "-o", "json")
+        rows = [("POD (IN THE MEMBER)", "NODE", "PHASE", "HUB JOB")]
+        items = sorted(
+            pods["items"], key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])
+        )
+        for pod in items:
+            labels = pod["metadata"].get("labels") or {}
+            rows.append(
+                (
+                    f"{pod['metadata']['namespace']}/{pod['metadata']['name']}",
+                    (pod.get("spec") or {}).get("nodeName") or "-",
+                    (pod.get("status") or {}).get("phase") or "-",
+                    f"{labels.get('tsunagu.io/hub-namespace')}/{labels.get('tsunagu.io/hub-job')}",
+                )
+            )
+        print(f"\nWhat the hub made in the member {name}, read from its own API server")
+        print(f"(kubectl --kubeconfig {kubeconfig} get pods -A -l tsunagu.io/hub-job):")
+        print(render_table(rows) if len(rows) > 1 else "  (nothing)")
+
+
+def summary(kubeconfig: str | None, members: Sequence[tuple[str, str]] = ()) -> int:
     regions = kubectl_json(kubeconfig, "regions", "-o", "json")["items"]
+    clusters = kubectl_json(kubeconfig, "clusters.tsunagu.io", "-o", "json")["items"]
     jobs = kubectl_json(kubeconfig, "trainingjobs", "-n", EXAMPLE_NAMESPACE, "-o", "json")["items"]
+    datasets = {
+        item["metadata"]["name"]: item
+        for item in kubectl_json(kubeconfig, "datasets", "-n", EXAMPLE_NAMESPACE, "-o", "json")[
+            "items"
+        ]
+    }
+    cluster_of = {region["metadata"]["name"]: _cluster_of(region) for region in regions}
     declared = declared_rtts({"regions": [_as_topology(region) for region in regions]})
+    _print_clusters(regions, clusters)
     print("\nLatency from Tokyo, where the data lives, as tsunagu sees it now (Region status):")
     for region in regions:
         if region["metadata"]["name"] != "tokyo":
             continue
         for link in (region.get("status") or {}).get("links") or []:
+            member = cluster_of.get(link["to"])
             print(
                 f"  tokyo → {link['to']:<10} {_ms(link.get('rttMs')):>9} {link['source']:<10}"
                 f"  (declared {_ms(declared.get(('tokyo', link['to'])))})"
+                + (f"  in cluster {member}" if member else "")
             )
-    rows = [("JOB", "REGION", "RTT (DECISION)", "PREDICTED LOSS", "SCHEDULED", "RUNNING")]
+    rows = [
+        ("JOB", "CLUSTER", "REGION", "RTT (DECISION)", "PREDICTED LOSS", "SCHEDULED", "RUNNING")
+    ]
     jobs.sort(key=lambda job: (-int(job["spec"].get("priority", 0)), job["metadata"]["name"]))
     for job in jobs:
         status = job.get("status") or {}
@@ -197,6 +312,7 @@ def summary(kubeconfig: str | None) -> int:
         rows.append(
             (
                 f"{job['metadata']['namespace']}/{job['metadata']['name']}",
+                _where(job),
                 status.get("region") or "(pending)",
                 _ms(placement.get("rttMs")) if status.get("region") else "-",
                 _loss(placement.get("predictedThroughputLoss")) if status.get("region") else "-",
@@ -206,17 +322,10 @@ def summary(kubeconfig: str | None) -> int:
         )
     print(f"\nWhere the TrainingJobs went (kubectl get trainingjobs -n {EXAMPLE_NAMESPACE}):")
     print(render_table(rows))
-    print("\nWhy not elsewhere (status.placement.alternatives, and the Scheduled condition):")
+    print("\nWhich cluster, and why (status.cluster, status.placement, the Scheduled condition):")
     for job in jobs:
-        name = job["metadata"]["name"]
-        status = job.get("status") or {}
-        scheduled = condition(job, "Scheduled")
-        if not status.get("region"):
-            print(f"  {name} waits: {scheduled.get('reason')}: {scheduled.get('message', '')}")
-            continue
-        others = (status.get("placement") or {}).get("alternatives") or []
-        reasons = ", ".join(_why_not(alt) for alt in others) or "no other region"
-        print(f"  {name} → {status['region']}; elsewhere: {reasons}")
+        print(_why(job, datasets, cluster_of))
+    _print_member_pods(members)
     return 0
 
 
@@ -229,10 +338,15 @@ def main() -> int:
     serve_parser.add_argument("--dataset-listen", help="serve the Tokyo data sample on HOST")
     summary_parser = commands.add_parser("summary", help="print where the jobs went and why")
     summary_parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    summary_parser.add_argument(
+        "--member", action="append", default=[], metavar="NAME=KUBECONFIG",
+        help="a member cluster whose gangs to list, read with its own kubeconfig",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.command == "serve":
         return serve(args.state_dir, args.topology, args.dataset_listen)
-    return summary(args.kubeconfig)
+    members = [tuple(item.split("=", 1)) for item in args.member]
+    return summary(args.kubeconfig, [(name, path) for name, path in members])
 
 
 if __name__ == "__main__":

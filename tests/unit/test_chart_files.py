@@ -209,6 +209,29 @@ def test_example_regions_are_the_test_cluster_topology() -> None:
     assert examples == expected
 
 
+def test_the_demo_hub_and_member_together_are_the_test_cluster_topology() -> None:
+    """`make demo` makes the same GPU nodes in two clusters: the hub's sites and the Fukuoka
+    cloud's, each site in exactly one of them, as japan.yaml has them all in one."""
+
+    def load(name: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load(
+            (TOPOLOGY.parent / name).read_text(encoding="utf-8")
+        )
+        return loaded
+
+    japan, hub, member = load("japan.yaml"), load("tokyo-hub.yaml"), load("fukuoka-cloud.yaml")
+
+    def sites(topology: dict[str, Any]) -> dict[str, str]:
+        return {region["name"]: region["gpuProduct"] for region in topology["regions"]}
+
+    assert not sites(hub).keys() & sites(member).keys()
+    assert sites(hub) | sites(member) == sites(japan)
+    for topology in (hub, member):
+        assert (topology["nodesPerRegion"], topology["gpusPerNode"]) == (
+            japan["nodesPerRegion"], japan["gpusPerNode"],
+        )  # fmt: skip
+
+
 def test_examples_tell_the_demo_story_offline(tmp_path: Path) -> None:
     """`tsunagu plan` over the examples, the topology's nodes and a busy Tokyo: data in Tokyo,
     jobs overflow within their budgets, the job on Pinned data waits."""
