@@ -106,7 +106,7 @@ class MemberClusters:
         on_nodes_changed: NodesChanged,
         on_reachability: Callable[[str], Awaitable[None]] | None = None,
         timeout_seconds: float = 5.0,
-        gang_connections: int = 32,
+        gang_connections: int = 16,
     ) -> None:
         # The hub's client: the Secrets are read, and the Cluster statuses written, through it.
         self.client = client
@@ -206,9 +206,10 @@ class MemberClusters:
                 kubeconfig = yaml.safe_load(base64.b64decode(encoded))
                 if not isinstance(kubeconfig, Mapping):
                     raise ValueError("not a kubeconfig map")
-                # Reads: the two watches, and the odd GET while a gang is rolled back.
+                # Reads: the two watches, and GETs of anchors and pods (many at once while jobs
+                # are deleted or gangs rolled back).
                 member = Kube(
-                    configuration_from(kubeconfig), pool_size=8,
+                    configuration_from(kubeconfig), pool_size=16,
                     connections={Lane.GANGS: self.gang_connections, Lane.REPORTS: 4},
                 )  # fmt: skip
             except Exception as error:  # a bad kubeconfig fails in many ways, each an answer

@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 # Without leader election nothing else asks the API server regularly; /healthz needs to know.
 PING_SECONDS = 5.0
+# Connections for a member's gang writes: each holds a 256 KiB read buffer, and 32 (the hub's)
+# raised the operator's peak memory in a burst spread over two members from ~160 to ~220 MB with
+# the same pods/s (docs/benchmarks.md, member clusters).
+MEMBER_GANG_CONNECTIONS = 16
 # The longest a member's API server may take to answer the check.
 MEMBER_CHECK_TIMEOUT_SECONDS = 5.0
 
@@ -101,7 +105,7 @@ class Operator:
             client=client, namespace=settings.leader_election.namespace, catalog=self.catalog,
             clusters=self.clusters, on_pods_changed=self.pods_changed,
             on_nodes_changed=self.member_nodes_changed, on_reachability=self.member_reachability,
-            gang_connections=max(32, settings.scheduling.bind_concurrency * 8),
+            gang_connections=MEMBER_GANG_CONNECTIONS,
             timeout_seconds=min(MEMBER_CHECK_TIMEOUT_SECONDS, check),
         )  # fmt: skip
         self.member_objects = MemberObjects(
