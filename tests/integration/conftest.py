@@ -4,11 +4,14 @@ clusters of the multi-cluster scenarios (tests/support/members.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.cluster import Cluster, OperatorProcess
+from tests.support.member import member_kubeconfig
 from tests.support.members import (
     Connection,
     KubeconfigForHub,
@@ -64,15 +67,16 @@ def members() -> Iterator[Members]:
 
 @pytest.fixture
 def member_kubeconfig_for_hub(members: Members) -> KubeconfigForHub:
-    """The hook for the hub's identity in each member: the kubeconfig put into the member's
-    Secret on the hub. The members' admin kubeconfigs for now; the tests of the chart's member
-    mode override this fixture with a kubeconfig of the member role only (pass it through
-    `member.kubeconfig_for_hub(restricted)` to keep member 1's path through its delay proxy)."""
+    """The hub's identity in each member, the kubeconfig put into the member's Secret on the
+    hub: the chart's member mode installed in the member (real Helm), and a token of its
+    ServiceAccount (hack/member-kubeconfig.sh): every multi-cluster test runs with the member
+    role and nothing more. Member 1's path still goes through its delay proxy."""
 
-    def admin(member: Member) -> dict[str, Any]:
-        return member.kubeconfig_for_hub()
+    def restricted(member: Member) -> dict[str, Any]:
+        path = member_kubeconfig(member.kube, create_namespaces=True)
+        return member.kubeconfig_for_hub(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
 
-    return admin
+    return restricted
 
 
 @pytest.fixture

@@ -282,11 +282,12 @@ class GangBinder:
         refusal = refusal_message(error)
         member = attempt.connection.member
         if member is not None and _forbidden(error):
-            # The member does not let the hub's identity do this: its role, not the job's spec,
-            # is wrong; tried again after the backoff, said in the Event.
+            # The member does not let the hub's identity do this now (its role lacks a verb, a
+            # quota is full, the namespace is going): no verdict on the job's spec; tried again
+            # after the backoff, said in the Event.
             error = MemberNotReady(
-                f"cluster {member} refused the hub's identity ({refusal}): grant what the "
-                "chart's member mode grants (docs/clusters.md)"
+                f"cluster {member} refused the gang's objects ({refusal}); if its role is "
+                "short of a verb, grant what the chart's member mode grants (docs/clusters.md)"
             )
             refusal = None
         failures = self.jobs.bind_failures.get(job.key, 0) + 1
