@@ -16,16 +16,10 @@ from typing import Any, TypeVar
 from kubernetes.client.exceptions import ApiException
 
 from tsunagu.api.conditions import RESIDENCY_VIOLATED, SCHEDULED, Reason
-from tsunagu.api.members import HUB_JOB_UID_LABEL, MEMBER_OBJECTS_FINALIZER, split_node
+from tsunagu.api.members import split_node
 from tsunagu.api.types import ClusterSpec, JobKey, PlacementMode, TrainingJobSpec
 from tsunagu.controller import metrics
-from tsunagu.controller.builders import (
-    build_anchor,
-    build_pod,
-    build_service,
-    for_member,
-    pod_name,
-)
+from tsunagu.controller.builders import build_pod, build_service, for_member, pod_name
 from tsunagu.controller.catalog import Catalog
 from tsunagu.controller.cluster.client import Conflict, Kube
 from tsunagu.controller.cluster.connection import ClusterConnection, ClusterSet
@@ -41,6 +35,7 @@ from tsunagu.controller.report.status import (
 from tsunagu.controller.report.statusbook import StatusBook
 from tsunagu.controller.scheduling.assume import AssumeCache
 from tsunagu.controller.scheduling.inflight import InFlight
+from tsunagu.controller.scheduling.memberprep import MemberNotReady, MemberPreparer
 from tsunagu.placement.engine import Decision
 
 logger = logging.getLogger(__name__)
@@ -49,12 +44,6 @@ T = TypeVar("T")
 
 MAX_BIND_BACKOFF_SECONDS = 60.0
 ROLLBACK_WAIT_SECONDS = 60.0
-FINALIZER_ATTEMPTS = 3
-
-
-class MemberNotReady(RuntimeError):
-    """The gang cannot be made in the member now (its namespace is missing, an earlier job's
-    objects are still there): tried again after the backoff, said in the Event."""
 
 
 @dataclass
@@ -84,10 +73,9 @@ class GangBinder:
         on_bound: Callable[[JobKey], None],
         on_rolled_back: Callable[[JobKey], Awaitable[None]],
     ) -> None:
-        # The hub's client: the TrainingJob's finalizer is written through it.
         self.client = client
         self.clusters = clusters
-        self.member_spec = member_spec
+        self.members = MemberPreparer(client, member_spec)
         self.catalog = catalog
         self.jobs = jobs
         self.statuses = statuses
@@ -136,7 +124,7 @@ class GangBinder:
         attempt.connection = connection
         adapt: Callable[[dict[str, Any]], dict[str, Any]] = lambda built: built  # noqa: E731
         if member is not None:
-            anchor_uid = await self._prepare_member(job, body, connection, member)
+            anchor_uid = await self.members.prepare(job, body, connection, member)
             adapt = lambda built: for_member(built, body, anchor_uid)  # noqa: E731
         selector = dict(region.node_selector) if region and region.node_selector else None
         bind = job.placement.mode is PlacementMode.Bind
@@ -165,74 +153,6 @@ class GangBinder:
         service = adapt(build_service(job, body))
         if not await client.create_service(service):
             await self._check_service_is_ours(client, service)
-
-    async def _prepare_member(
-        self, job: TrainingJobSpec, body: Mapping[str, Any], connection: ClusterConnection,
-        member: str,
-    ) -> str:  # fmt: skip
-        """Before anything is made in a member: the hub job's finalizer (its deletion then
-        waits for the member's objects), the namespace, the job's anchor. Returns the anchor's
-        uid."""
-        await self._add_finalizer(job, body)
-        anchor = build_anchor(job, body)
-        client = connection.client
-        for _ in range(2):
-            try:
-                return str((await client.create_config_map(anchor))["metadata"]["uid"])
-            except Conflict:
-                existing = await client.call(
-                    client.read_config_map, job.namespace, anchor["metadata"]["name"]
-                )
-                labels = existing["metadata"].get("labels") or {}
-                if existing["metadata"].get("deletionTimestamp"):
-                    raise MemberNotReady(
-                        f"the job's earlier objects in cluster {member} are still being removed"
-                    ) from None
-                if labels.get(HUB_JOB_UID_LABEL) == body["metadata"]["uid"]:
-                    return str(existing["metadata"]["uid"])
-                # An earlier job of this name: its objects go with its anchor.
-                await client.delete_config_map(
-                    job.namespace, anchor["metadata"]["name"], existing["metadata"]["uid"]
-                )
-                raise MemberNotReady(
-                    f"objects of an earlier job {job.name} are still being removed from "
-                    f"cluster {member}"
-                ) from None
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                spec = self.member_spec(member)
-                if spec is None or not spec.create_namespaces:
-                    raise MemberNotReady(
-                        f"namespace {job.namespace} does not exist in cluster {member} "
-                        f"(Cluster {member} has spec.createNamespaces false)"
-                    ) from None
-                await client.create_namespace(job.namespace)
-        raise MemberNotReady(f"namespace {job.namespace} could not be made in cluster {member}")
-
-    async def _add_finalizer(self, job: TrainingJobSpec, body: Mapping[str, Any]) -> None:
-        """The hub job's finalizer, added to the finalizers it has at the version read (a
-        concurrent change answers 409 and is read again)."""
-        if MEMBER_OBJECTS_FINALIZER in (body["metadata"].get("finalizers") or ()):
-            return
-        for _ in range(FINALIZER_ATTEMPTS):
-            current = await self.client.call(self.client.read_training_job, job.namespace, job.name)
-            metadata = current["metadata"]
-            if metadata.get("uid") != body["metadata"]["uid"] or metadata.get("deletionTimestamp"):
-                raise RuntimeError("the TrainingJob was deleted before its pods were created")
-            finalizers = list(metadata.get("finalizers") or [])
-            if MEMBER_OBJECTS_FINALIZER in finalizers:
-                return
-            try:
-                await self.client.patch_job_metadata(
-                    job.namespace, job.name,
-                    {"finalizers": [*finalizers, MEMBER_OBJECTS_FINALIZER],
-                     "resourceVersion": metadata["resourceVersion"]},
-                )  # fmt: skip
-                return
-            except Conflict:
-                continue
-        raise RuntimeError("the TrainingJob's finalizer could not be added (it kept changing)")
 
     async def _check_service_is_ours(self, client: Kube, service: dict[str, Any]) -> None:
         """A Service of the job's name that another owner made would send MASTER_ADDR to the
