@@ -31,6 +31,7 @@ from tests.support.member import (
 from tests.support.scenario import (
     free_port,
     japan_regions,
+    job_and_its_objects_gone,
     node_regions,
     region_nodes,
     training_job,
@@ -423,15 +424,11 @@ def test_the_hub_runs_a_job_in_the_member_with_only_the_member_role(
 
         cluster.kubectl("delete", "trainingjob", "-n", namespace, "cheap", "--wait=false")
 
-        def gone() -> bool:
-            left = cluster.kubectl(
-                "get", "configmap,pods,services", "-n", namespace, "-o", "name",
-                "-l", "tsunagu.io/job=cheap",
-            ).stdout.split()  # fmt: skip
-            job = cluster.kubectl("get", "trainingjob", "-n", namespace, "cheap", check=False)
-            return not left and job.returncode != 0
-
-        wait_until(gone, timeout=60, message="the job and everything it made in the member gone")
+        wait_until(
+            lambda: job_and_its_objects_gone(cluster, namespace, "cheap"),
+            timeout=60,
+            message="the job and everything it made in the member gone",
+        )
         log = operator.output()
         assert "Forbidden" not in log, log[-4000:]
         assert " 403" not in log, log[-4000:]

@@ -16,7 +16,12 @@ import yaml
 
 from tests.support.cluster import Cluster, OperatorProcess
 from tests.support.fault_proxy import FaultProxy, upstream_tls
-from tests.support.scenario import region_nodes, training_job, wait_condition
+from tests.support.scenario import (
+    job_and_its_objects_gone,
+    region_nodes,
+    training_job,
+    wait_condition,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -208,15 +213,7 @@ def test_a_job_placed_in_a_member_runs_there_and_its_deletion_removes_what_it_ma
 
     cluster.kubectl("delete", "trainingjob", "-n", namespace, "cheap", "--wait=false")
 
-    def gone() -> bool:
-        left = cluster.kubectl(
-            "get", "configmap,pods,services", "-n", namespace, "-o", "name",
-            "-l", "tsunagu.io/job=cheap",
-        ).stdout.split()  # fmt: skip
-        job = cluster.kubectl("get", "trainingjob", "-n", namespace, "cheap", check=False)
-        return not left and job.returncode != 0
-
-    wait_until(gone, timeout=60)
+    wait_until(lambda: job_and_its_objects_gone(cluster, namespace, "cheap"), timeout=60)
 
 
 def far_region(names: str) -> dict[str, Any]:

@@ -228,3 +228,13 @@ def wait_ready(operator: Any, liveness_port: int, timeout: float = 60) -> None:
             return bool(answer.status == 200)
 
     wait_until(healthy, timeout=timeout, message="the operator to become healthy")
+
+
+def job_and_its_objects_gone(cluster: Cluster, namespace: str, name: str) -> bool:
+    """The TrainingJob is gone, and so is every anchor, pod and Service labelled as its."""
+    left = cluster.kubectl(
+        "get", "configmap,pods,services", "-n", namespace, "-o", "name",
+        "-l", f"tsunagu.io/job={name}",
+    ).stdout.split()  # fmt: skip
+    job = cluster.kubectl("get", "trainingjob", "-n", namespace, name, check=False)
+    return not left and job.returncode != 0

@@ -109,9 +109,6 @@ class ClusterSet:
         yield self.hub
         yield from list(self.members.values())
 
-    def __getitem__(self, index: int) -> ClusterConnection:
-        return list(self)[index]
-
     def get(self, name: str | None) -> ClusterConnection | None:
         """The connection of a member by name, the hub's for None or ""."""
         return self.hub if not name else self.members.get(name)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tsunagu.api.members import qualified_node
+from tsunagu.api.members import qualified_node, split_node
 from tsunagu.api.types import JobKey
 from tsunagu.controller import metrics
 from tsunagu.controller.cluster.client import Kube
@@ -114,16 +114,12 @@ async def list_nodes(kube: Kube, view: ClusterView, on_change: NodesChanged) -> 
         token = page.next_token
         if token is None:
             break
-    gone = {name for name in view.nodes if _own_name(name) not in present}
+    gone = {name for name in view.nodes if split_node(name)[1] not in present}
     for name in gone:
-        view.delete_node(_own_name(name))
+        view.delete_node(split_node(name)[1])
     if gone:
         on_change(gone)
     return version
-
-
-def _own_name(qualified: str) -> str:
-    return qualified.rpartition("/")[2]
 
 
 class PodWatch:

@@ -50,19 +50,16 @@ class MemberDuties:
         if not self.operator.leading:
             return
         connection = self.operator.clusters.members.get(name)
-        reason, _ = self.operator.members.usable(name)
-        if connection is not None and self.operator.members.members.get(name, None) is not None:
-            state = self.operator.members.members[name]
-            if state.reachable:
-                try:
-                    await asyncio.wait_for(connection.wait_current(), MEMBER_SYNC_SECONDS)
-                except TimeoutError:
-                    logger.warning("cluster %s answers but its view did not catch up", name)
-                    return
-                await self.sweep(name)
+        state = self.operator.members.members.get(name)
+        if connection is not None and state is not None and state.reachable:
+            try:
+                await asyncio.wait_for(connection.wait_current(), MEMBER_SYNC_SECONDS)
+            except TimeoutError:
+                logger.warning("cluster %s answers but its view did not catch up", name)
+                return
+            await self.sweep(name)
         for key in self.jobs_in(name):
             self.operator.lifecycle.reconcile_soon(key)
-        logger.debug("cluster %s: %s; its jobs looked at", name, reason)
 
     async def sweep(self, name: str) -> None:
         connection = self.operator.clusters.members.get(name)
